@@ -9,25 +9,30 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import rasterio
-import torch
-import torch.nn.functional as F
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import MemoryFile
 from rasterio.transform import Affine
+from rasterio.windows import Window
 
 __all__ = [
     "DecodedRaster",
     "decode_geotiff",
     "encode_geotiff",
     "encode_png",
+    "needed_window",
+    "open_bytes",
+    "read_raster",
+    "read_window",
     "repair_crs",
     "resample_to",
+    "resample_window",
 ]
 
 _EPSG = re.compile(r"^(?:EPSG:)+(\d+)$", re.IGNORECASE)
@@ -144,31 +149,126 @@ def _read_open(src: rasterio.io.DatasetReader) -> DecodedRaster:
     )
 
 
-def resample_to(x: np.ndarray, size: tuple[int, int], mode: str = "bilinear") -> np.ndarray:
-    """Resample (C, h, w) or (h, w) to ``size`` = (H, W), area-aligned.
+def axis_weights(
+    n_in: int, n_out: int, start: int, count: int, mode: str = "bilinear"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and weights of output pixels ``start .. start+count`` along one axis.
 
-    ``bilinear`` uses half-pixel-centre alignment (``align_corners=False``), the right choice for
-    reflectance: each output pixel centre is mapped into the coarse grid and interpolated between
-    the four nearest coarse pixel centres. ``nearest`` is for masks and class maps. Integer input
-    is resampled in float32 and returned as float32 (bilinear) or its own dtype (nearest).
+    The input axis (``n_in`` px) and the output axis (``n_out`` px) span the same footprint; pixel
+    centres are aligned (``align_corners=False``): output pixel ``y`` samples the input at
+    ``u = (y + 0.5) * n_in / n_out - 0.5``, clamped to ``[0, n_in - 1]`` (PyTorch's convention).
+
+    Returns:
+        ``(i0, i1, lam)``: the output is ``(1 - lam) * x[i0] + lam * x[i1]``. For ``nearest``,
+        ``i1 == i0`` and ``lam == 0``.
+    """
+    y = np.arange(start, start + count, dtype=np.float64)
+    scale = n_in / n_out
+    if mode == "nearest":
+        i0 = np.minimum(np.floor((y + 0.5) * scale).astype(np.int64), n_in - 1)
+        return i0, i0, np.zeros(count)
+    if mode != "bilinear":
+        raise ValueError(f"resample mode must be 'bilinear' or 'nearest', got {mode!r}")
+    u = np.clip((y + 0.5) * scale - 0.5, 0.0, n_in - 1)
+    i0 = np.floor(u).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, u - i0
+
+
+def resample_window(
+    x: np.ndarray,
+    out_size: tuple[int, int],
+    window: tuple[int, int, int, int],
+    mode: str = "bilinear",
+    offset: tuple[int, int] = (0, 0),
+) -> np.ndarray:
+    """Resample part of a raster onto a window of a finer (or equal) output grid.
+
+    Args:
+        x: (C, h, w) input pixels; it may itself be a window of a larger raster of ``full`` size
+            starting at ``offset`` = (row, col) (what :func:`needed_window` asks to read).
+        out_size: (H, W) of the full output grid covering the same footprint as the full input.
+        window: (row, col, height, width) of the output window to produce.
+        mode: ``bilinear`` (reflectance, backscatter) or ``nearest`` (masks, class maps).
+        offset: where ``x`` starts in the full input raster.
+
+    Returns:
+        float32 (C, height, width) for bilinear, ``x.dtype`` for nearest.
+    """
+    full = (x.shape[-2] + offset[0], x.shape[-1] + offset[1])
+    return _resample_full(x, full, out_size, window, mode, offset)
+
+
+def _resample_full(
+    x: np.ndarray,
+    full: tuple[int, int],
+    out_size: tuple[int, int],
+    window: tuple[int, int, int, int],
+    mode: str,
+    offset: tuple[int, int],
+) -> np.ndarray:
+    r0, c0, hh, ww = window
+    ri0, ri1, rl = axis_weights(full[0], out_size[0], r0, hh, mode)
+    ci0, ci1, cl = axis_weights(full[1], out_size[1], c0, ww, mode)
+    ri0, ri1, ci0, ci1 = ri0 - offset[0], ri1 - offset[0], ci0 - offset[1], ci1 - offset[1]
+    if mode == "nearest":
+        return x[:, ri0][:, :, ci0]
+    xf = x.astype(np.float32, copy=False)
+    rows = xf[:, ri0] * (1 - rl)[None, :, None] + xf[:, ri1] * rl[None, :, None]  # (C, hh, w)
+    out = rows[:, :, ci0] * (1 - cl) + rows[:, :, ci1] * cl  # (C, hh, ww)
+    return out.astype(np.float32)
+
+
+def needed_window(
+    full: tuple[int, int], out_size: tuple[int, int], window: tuple[int, int, int, int], mode: str
+) -> tuple[int, int, int, int]:
+    """(row, col, height, width) of the input pixels needed to resample ``window`` of the output."""
+    r0, c0, hh, ww = window
+    ri0, ri1, _ = axis_weights(full[0], out_size[0], r0, hh, mode)
+    ci0, ci1, _ = axis_weights(full[1], out_size[1], c0, ww, mode)
+    r_lo, r_hi = int(ri0.min()), int(ri1.max())
+    c_lo, c_hi = int(ci0.min()), int(ci1.max())
+    return r_lo, c_lo, r_hi - r_lo + 1, c_hi - c_lo + 1
+
+
+def read_window(
+    src: rasterio.io.DatasetReader,
+    out_size: tuple[int, int],
+    window: tuple[int, int, int, int],
+    mode: str = "bilinear",
+) -> np.ndarray:
+    """Read ``window`` of the ``out_size`` grid from an open raster, decoding only what is needed.
+
+    The raster covers the same footprint as the ``out_size`` grid at its own resolution (a 20 m
+    band of a 10 m grid); only the input rows/columns the window needs are decoded.
+
+    Returns:
+        (C, height, width): float32 for bilinear, the raster's dtype for nearest.
+    """
+    full = (src.height, src.width)
+    need = needed_window(full, out_size, window, mode)
+    data = src.read(window=Window(need[1], need[0], need[3], need[2]))  # (C, h, w)
+    return _resample_full(data, full, out_size, window, mode, (need[0], need[1]))
+
+
+def resample_to(x: np.ndarray, size: tuple[int, int], mode: str = "bilinear") -> np.ndarray:
+    """Resample all of (C, h, w) or (h, w) onto a ``size`` = (H, W) grid of the same footprint.
+
+    Bilinear with aligned pixel centres (``align_corners=False``), the choice for reflectance and
+    backscatter; ``nearest`` for masks and class maps. Identical to
+    ``torch.nn.functional.interpolate(..., mode="bilinear", align_corners=False)`` when upsampling.
     """
     if x.shape[-2:] == tuple(size):
         return x
-    squeeze = x.ndim == 2
-    arr = x[None] if squeeze else x
-    if mode == "nearest":
-        rows = _nearest_index(arr.shape[-2], size[0])
-        cols = _nearest_index(arr.shape[-1], size[1])
-        out = arr[:, rows][:, :, cols]
-    elif mode == "bilinear":
-        t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None]  # (1, C, h, w)
-        out = F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0].numpy()
-    else:
-        raise ValueError(f"resample mode must be 'bilinear' or 'nearest', got {mode!r}")
-    return out[0] if squeeze else out
+    arr = x[None] if x.ndim == 2 else x
+    out = resample_window(arr, size, (0, 0, size[0], size[1]), mode)
+    return out[0] if x.ndim == 2 else out
 
 
-def _nearest_index(n_in: int, n_out: int) -> np.ndarray:
-    """Source index of each output pixel centre for nearest-neighbour resampling."""
-    centres = (np.arange(n_out) + 0.5) * (n_in / n_out)
-    return np.minimum(np.floor(centres).astype(np.int64), n_in - 1)
+@contextmanager
+def open_bytes(blob: bytes) -> Iterator[rasterio.io.DatasetReader]:
+    """Open raster bytes (a GeoTIFF from a parquet cell) as a rasterio dataset."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with MemoryFile(blob) as mem, mem.open() as src:
+            yield src

@@ -12,6 +12,7 @@ S x S for a cell of S px, 20 m bands S/2, 60 m bands S/6; real cells are 1068 px
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,14 +20,28 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from terrafm.checkpoint import atomic_write
-from terrafm.data.geotiff import encode_geotiff, encode_png, repair_crs
+from terrafm.data.geotiff import (
+    DecodedRaster,
+    decode_geotiff,
+    encode_geotiff,
+    encode_png,
+    open_bytes,
+    read_window,
+    repair_crs,
+)
+from terrafm.data.skips import SampleError
+from terrafm.data.tiles import SensorTile, processing_baseline
+from terrafm.sensors import BOA_ADD_OFFSET, linear_to_db
 
 __all__ = [
     "PRODUCTS",
+    "SENSOR_PRODUCT",
+    "MajorTomProduct",
     "MajorTomSample",
     "ProductSpec",
     "native_size",
@@ -281,3 +296,276 @@ def _metadata_row(s: MajorTomSample, url: str, row: int) -> dict[str, object]:
         "parquet_url": url,
         "parquet_row": row,
     }
+
+
+# --------------------------------------------------------------------------------------------
+# Reader
+# --------------------------------------------------------------------------------------------
+
+SENSOR_PRODUCT = {"s2_l2a": "S2L2A", "s2_l1c": "S2L1C", "s1": "S1RTC"}
+_META_READ = (
+    "grid_cell",
+    "product_id",
+    "cloud_cover",
+    "nodata",
+    "crs",
+    "parquet_url",
+    "parquet_row",
+)
+
+
+def _product_from_path(path: str) -> str:
+    """``S2L2A`` from a folder named ``S2L2A`` or ``Core-S2L2A`` (Hugging Face repo name)."""
+    last = path.rstrip("/").rsplit("/", 1)[-1]
+    for name in PRODUCTS:
+        if last == name or last.endswith(f"-{name}"):
+            return name
+    raise ValueError(f"cannot tell the Major-TOM product of {path!r}; pass product=")
+
+
+class MajorTomProduct:
+    """Lazy reader of one Major-TOM product folder, local or any fsspec URL.
+
+    Only ``metadata.parquet`` is read up front. Image data is read one row group (= one sample)
+    at a time, and only the requested band columns, with pyarrow; each band's GeoTIFF is then
+    decoded only over the window asked for. Open parquet files are cached per process (a DataLoader
+    worker reopens its own).
+
+    Args:
+        path: the product folder (``<root>/S2L2A``, ``hf://datasets/Major-TOM/Core-S2L2A`` ...).
+        product: product name; inferred from the folder name when omitted.
+        storage_options: passed to fsspec for remote paths.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        product: str | None = None,
+        storage_options: dict[str, object] | None = None,
+    ) -> None:
+        import fsspec
+
+        self.url = str(path)
+        self.spec = PRODUCTS[product or _product_from_path(self.url)]
+        self.storage_options = dict(storage_options or {})
+        self.fs, self.path = fsspec.core.url_to_fs(self.url, **self.storage_options)
+        self.metadata = self._read_metadata()
+        self._files: dict[str, pq.ParquetFile] = {}
+        self._pid = os.getpid()
+
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()
+        state["_files"] = {}  # file handles never cross process boundaries
+        return state
+
+    def __len__(self) -> int:
+        return len(self.metadata)
+
+    def _read_metadata(self) -> pd.DataFrame:
+        path = f"{self.path}/metadata.parquet"
+        try:
+            with self.fs.open(path, "rb") as f:
+                table = pq.read_table(f)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"Major-TOM metadata not found: {self.url}/metadata.parquet"
+            ) from None
+        cols = [c for c in _META_READ if c in table.column_names]
+        need = {"grid_cell", "parquet_url", "parquet_row"}
+        if not need <= set(cols):
+            raise ValueError(
+                f"{self.url}/metadata.parquet lacks columns {sorted(need - set(cols))}; "
+                f"has {table.column_names}"
+            )
+        df = table.select(cols).to_pandas()
+        df["grid_cell"] = df["grid_cell"].astype(str)
+        if "crs" in df:
+            df["crs"] = df["crs"].map(lambda v: repair_crs(v) if isinstance(v, str) else v)
+        return df
+
+    def image_file(self, i: int) -> str:
+        """Path (in the product's filesystem) of the image parquet holding sample ``i``."""
+        url = str(self.metadata["parquet_url"].iat[i])
+        if "images/" in url:  # a mirror: resolve relative to this product folder
+            return f"{self.path}/images/{url.rsplit('images/', 1)[1]}"
+        return self.fs._strip_protocol(url)  # type: ignore[no-any-return]
+
+    def locate(self, i: int) -> tuple[str, int]:
+        """(image file, row group) of sample ``i``."""
+        return self.image_file(i), int(self.metadata["parquet_row"].iat[i])
+
+    def _parquet(self, file: str) -> pq.ParquetFile:
+        if os.getpid() != self._pid:  # forked: inherited handles share offsets, reopen
+            self._files, self._pid = {}, os.getpid()
+        pf = self._files.get(file)
+        if pf is None:
+            if len(self._files) >= _MAX_OPEN:
+                self._files.pop(next(iter(self._files)))
+            pf = pq.ParquetFile(self.fs.open(file, "rb"))
+            self._files[file] = pf
+        return pf
+
+    def read_row(self, i: int, columns: Sequence[str]) -> dict[str, object]:
+        """Read ``columns`` of sample ``i`` (one row group) as Python values.
+
+        Raises:
+            SampleError: unreadable file or row group, missing band column, or a row group that
+                holds another grid cell than the metadata says.
+        """
+        file, rg = self.locate(i)
+        where = f"{self.spec.name} {file} row group {rg}"
+        try:
+            pf = self._parquet(file)
+        except Exception as e:
+            raise SampleError("corrupt_file", where, f"cannot open image parquet: {e}") from e
+        missing = [c for c in columns if c not in pf.schema_arrow.names]
+        if missing:
+            raise SampleError("missing_band", where, f"missing band columns {missing}")
+        if rg >= pf.num_row_groups:
+            raise SampleError("mismatch", where, f"file has only {pf.num_row_groups} row groups")
+        try:
+            table = pf.read_row_group(rg, columns=[*dict.fromkeys(["grid_cell", *columns])])
+        except Exception as e:
+            raise SampleError("corrupt_row_group", where, f"unreadable row group: {e}") from e
+        row = {c: table.column(c)[0].as_py() for c in table.column_names}
+        expected = str(self.metadata["grid_cell"].iat[i])
+        if row["grid_cell"] != expected:
+            raise SampleError(
+                "mismatch", where, f"holds cell {row['grid_cell']!r}, metadata says {expected!r}"
+            )
+        return row
+
+    def read_cell(self, i: int) -> dict[str, DecodedRaster]:
+        """Every band of sample ``i`` decoded at native resolution (for inspection and tests)."""
+        bands = [*self.spec.bands, *((self.spec.mask_column,) if self.spec.mask_column else ())]
+        row = self.read_row(i, bands)
+        file, rg = self.locate(i)
+        out = {}
+        for b in bands:
+            try:
+                out[b] = decode_geotiff(row[b])  # type: ignore[arg-type]
+            except Exception as e:
+                raise SampleError(
+                    "corrupt_geotiff", f"{file} row group {rg} band {b}", str(e)
+                ) from e
+        return out
+
+    def read_tile(
+        self,
+        i: int,
+        tile: int,
+        tiles_per_side: int = 2,
+        out_cell: int | None = None,
+        mask_clouds: bool = True,
+        harmonize: bool = True,
+    ) -> tuple[SensorTile, int]:
+        """One tile of sample ``i`` on the 10 m grid, for the product's sensor.
+
+        Args:
+            i: sample (metadata row).
+            tile: tile number, row-major in a ``tiles_per_side`` x ``tiles_per_side`` split.
+            tiles_per_side: 2 splits a 1068 px cell into four 534 px tiles.
+            out_cell: size of the 10 m grid to resample onto (default: this product's own cell
+                size, from its 10 m reference band), so several products share one grid.
+            mask_clouds: mark ``cloud_mask`` pixels invalid.
+            harmonize: remove the +1000 DN offset of processing baseline >= 04.00 products.
+
+        Returns:
+            (tile, cell size of the grid used).
+        """
+        spec = self.spec
+        model_bands = [b for b in spec.bands if b != "B10"]  # L1C's B10 is never decoded
+        mask = [spec.mask_column] if (spec.mask_column and mask_clouds) else []
+        row = self.read_row(i, [*model_bands, *mask])
+        file, rg = self.locate(i)
+        where = f"{spec.name} {file} row group {rg} cell {row['grid_cell']} tile {tile}"
+        blobs = {b: row[b] for b in [*model_bands, *mask]}
+        cell = out_cell or _raster_size(blobs[spec.reference_band], where, spec.reference_band)
+        size = cell // tiles_per_side
+        window = ((tile // tiles_per_side) * size, (tile % tiles_per_side) * size, size, size)
+        arrays, nodata_tags = {}, {}
+        for b in [*model_bands, *mask]:
+            mode = "nearest" if b in mask or _GSD[b] == 10 else "bilinear"
+            arrays[b], nodata_tags[b] = _decode_window(
+                blobs[b], (cell, cell), window, mode, f"{where} band {b}"
+            )
+        if spec.sensor == "s1":
+            tile_data = _s1_tile(arrays, nodata_tags)
+        else:
+            product_id = (
+                str(self.metadata["product_id"].iat[i]) if "product_id" in self.metadata else ""
+            )
+            tile_data = _s2_tile(arrays, nodata_tags, model_bands, mask, product_id, harmonize)
+        return tile_data, cell
+
+
+_MAX_OPEN = 16  # open image parquet files kept per process and product
+
+
+def _raster_size(blob: object, where: str, band: str) -> int:
+    try:
+        with open_bytes(blob) as src:  # type: ignore[arg-type]
+            if src.height != src.width:
+                raise SampleError("mismatch", f"{where} band {band}", f"not square: {src.shape}")
+            return int(src.height)
+    except SampleError:
+        raise
+    except Exception as e:
+        raise SampleError("corrupt_geotiff", f"{where} band {band}", str(e)) from e
+
+
+def _decode_window(
+    blob: object,
+    out_size: tuple[int, int],
+    window: tuple[int, int, int, int],
+    mode: str,
+    where: str,
+) -> tuple[np.ndarray, float | None]:
+    """Decode the part of a band GeoTIFF that ``window`` of the 10 m grid needs: (h, w) + nodata."""
+    if not isinstance(blob, bytes | bytearray) or not blob:
+        raise SampleError("corrupt_geotiff", where, "empty band cell")
+    try:
+        with open_bytes(bytes(blob)) as src:
+            if src.count != 1:
+                raise SampleError(
+                    "corrupt_geotiff", where, f"expected 1 band, file has {src.count}"
+                )
+            return read_window(src, out_size, window, mode)[0], src.nodata
+    except SampleError:
+        raise
+    except Exception as e:
+        raise SampleError("corrupt_geotiff", where, f"undecodable GeoTIFF: {e}") from e
+
+
+def _s2_tile(
+    arrays: dict[str, np.ndarray],
+    nodata_tags: dict[str, float | None],
+    bands: list[str],
+    mask: list[str],
+    product_id: str,
+    harmonize: bool,
+) -> SensorTile:
+    """S2 bands to a :class:`SensorTile` (stem order, offset removed, no-data and cloud masked)."""
+    ten_m = [b for b in bands if _GSD[b] == 10]
+    nodata = [nodata_tags[b] if nodata_tags[b] is not None else 0.0 for b in ten_m]
+    empty = np.all([arrays[b] == nd for b, nd in zip(ten_m, nodata)], axis=0)  # (T, T)
+    data = np.stack([arrays[b].astype(np.float32) for b in bands])  # (12, T, T) in stem order
+    baseline = processing_baseline(product_id)
+    if harmonize and baseline is not None and baseline >= 400:
+        data -= BOA_ADD_OFFSET  # DN = reflectance x 1e4 + 1000 since baseline 04.00 (SPEC §1)
+    valid = ~empty
+    if mask:
+        valid &= arrays[mask[0]] == 0
+    return SensorTile(data, valid)
+
+
+def _s1_tile(arrays: dict[str, np.ndarray], nodata_tags: dict[str, float | None]) -> SensorTile:
+    """S1 linear power to dB; non-positive, non-finite or tagged no-data pixels are invalid."""
+    lin = np.stack([arrays["vv"], arrays["vh"]]).astype(np.float32)  # (2, T, T)
+    valid = np.all(np.isfinite(lin) & (lin > 0), axis=0)
+    for k, b in enumerate(("vv", "vh")):
+        tag = nodata_tags[b]
+        if tag is not None and np.isfinite(tag):
+            valid &= lin[k] != tag
+    db = np.asarray(linear_to_db(np.where(np.isfinite(lin), lin, np.nan)), dtype=np.float32)
+    return SensorTile(db, valid)
