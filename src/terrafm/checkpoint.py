@@ -160,6 +160,12 @@ def load_weights(model: TerraFM, path: str | Path, model_name: str | None = None
     report.unexpected = sorted(k for k in state if k not in own)
     missing = sorted(k for k in own if k not in state)
     report.initialised = [k for k in missing if k in FUSION_KEYS]
+    for k, v in state.items():
+        if k in own and tuple(v.shape) != tuple(own[k].shape):
+            raise CheckpointError(
+                f"{path}: key {k!r} has shape {tuple(v.shape)}, model expects {tuple(own[k].shape)} "
+                f"({model_name or 'this model'}; is it the right variant?)"
+            )
     hard_missing = [k for k in missing if k not in FUSION_KEYS]
     if hard_missing:
         raise CheckpointError(
@@ -167,12 +173,6 @@ def load_weights(model: TerraFM, path: str | Path, model_name: str | None = None
             + (f" and {len(hard_missing) - 8} more" if len(hard_missing) > 8 else "")
             + f" for {model_name or 'this model'} (is it the right variant?)"
         )
-    for k, v in state.items():
-        if k in own and tuple(v.shape) != tuple(own[k].shape):
-            raise CheckpointError(
-                f"{path}: key {k!r} has shape {tuple(v.shape)}, model expects {tuple(own[k].shape)} "
-                f"({model_name or 'this model'}; is it the right variant?)"
-            )
     wanted = {k: v for k, v in state.items() if k in own}
     model.load_state_dict(wanted, strict=False)
     report.loaded = sorted(wanted)
