@@ -24,6 +24,8 @@ __all__ = [
     "histogram",
     "is_ocean",
     "landcover_from_map",
+    "read_landcover_table",
+    "tile_classes",
     "write_landcover",
 ]
 
@@ -107,3 +109,48 @@ def write_landcover(root: str | Path, records: Sequence[LandCover]) -> Path:
     with atomic_write(path) as tmp:
         pq.write_table(table, tmp)
     return path
+
+
+def read_landcover_table(
+    path: str, storage_options: dict[str, object] | None = None
+) -> dict[str, LandCover]:
+    """Read a contract-A ``landcover.parquet`` (local path or fsspec URL) into cell -> LandCover.
+
+    Raises:
+        ValueError: missing columns or a histogram of the wrong length (naming the file and cell).
+    """
+    import fsspec
+
+    with fsspec.open(path, "rb", **(storage_options or {})) as f:
+        table = pq.read_table(f)
+    need = {"grid_cell", "worldcover_dominant", "worldcover_hist"}
+    if not need <= set(table.column_names):
+        raise ValueError(f"{path}: missing columns {sorted(need - set(table.column_names))}")
+    d = table.to_pydict()
+    n = table.num_rows
+    climate = d.get("climate_zone", [UNKNOWN] * n)
+    region = d.get("region", [UNKNOWN] * n)
+    out = {}
+    for i in range(n):
+        cell, hist = str(d["grid_cell"][i]), d["worldcover_hist"][i]
+        if hist is None or len(hist) != len(WORLDCOVER_CLASSES):
+            raise ValueError(f"{path}: cell {cell!r} has a worldcover_hist of the wrong length")
+        out[cell] = LandCover(
+            cell,
+            int(d["worldcover_dominant"][i]),
+            tuple(float(v) for v in hist),
+            str(climate[i] or UNKNOWN),
+            str(region[i] or UNKNOWN),
+        )
+    return out
+
+
+def tile_classes(
+    class_map: np.ndarray, windows: Sequence[tuple[int, int, int, int]]
+) -> tuple[int, ...]:
+    """Dominant WorldCover code of each (row, col, height, width) window of a code map (0: none)."""
+    out = []
+    for r, c, h, w in windows:
+        hist = histogram(class_map[r : r + h, c : c + w])
+        out.append(WORLDCOVER_CLASSES[int(np.argmax(hist))] if sum(hist) > 0 else 0)
+    return tuple(out)

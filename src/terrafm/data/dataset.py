@@ -1,0 +1,176 @@
+"""Pretraining datasets: curated tiles -> normalised sensors -> multi-crop views (SPEC §4–5).
+
+:class:`TileDataset` reads one curated tile from its source and applies the quality rules
+(:func:`terrafm.data.tiles.finish_tile`). :class:`MultiCropDataset` turns it into views; a bad
+tile is skipped with its reason and replaced by a deterministic substitute, so a run never stops
+on one corrupt file (or stops at once, naming it, with ``fail_fast``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from terrafm.data.curation import TileRef
+from terrafm.data.multicrop import MultiCrop
+from terrafm.data.sampling import SampleKey
+from terrafm.data.skips import SampleError
+from terrafm.data.tiles import TileSource, finish_tile
+from terrafm.sensors import get_sensor
+
+__all__ = ["MultiCropDataset", "TileDataset"]
+
+log = logging.getLogger("terrafm.data")
+
+
+class TileDataset(Dataset[dict[str, object]]):
+    """Curated tiles of one or more sources, as normalised per-sensor tensors.
+
+    Args:
+        sources: the tile sources.
+        refs: the curated tiles (:func:`terrafm.data.curation.curate`).
+        sensors: sensors to read (in this order in every output).
+        max_invalid: largest share of no-data / cloud / non-finite pixels a sensor tile may have.
+        require_all: a tile must have every sensor; otherwise a failing sensor is dropped (its
+            reason recorded) as long as one remains.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[TileSource],
+        refs: Sequence[TileRef],
+        sensors: Sequence[str],
+        *,
+        max_invalid: float = 0.5,
+        require_all: bool = True,
+    ) -> None:
+        if not refs:
+            raise ValueError(
+                "no tiles to read: every cell was curated out or the sources are empty"
+            )
+        for s in sensors:
+            get_sensor(s)
+        self.sources = list(sources)
+        self.refs = list(refs)
+        self.sensors = tuple(sensors)
+        self.max_invalid = max_invalid
+        self.require_all = require_all
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def strata(self) -> list[tuple[int, str, str]]:
+        return [r.stratum for r in self.refs]
+
+    def load(self, index: int) -> tuple[dict[str, torch.Tensor], list[SampleError]]:
+        """Sensor -> (C, T, T) normalised tensor of tile ``index``, and dropped-sensor errors.
+
+        Raises:
+            SampleError: the tile cannot be used (naming the file, row group and tile).
+        """
+        ref = self.refs[index]
+        src = self.sources[ref.source]
+        wanted = [s for s in self.sensors if s in ref.sensors]
+        tiles, errors = src.read_tile(ref.cell, ref.tile, wanted)
+        out: dict[str, torch.Tensor] = {}
+        for s, t in tiles.items():
+            try:
+                out[s] = finish_tile(s, t, f"{src.name} tile {ref.name}", self.max_invalid)
+            except SampleError as e:
+                errors.append(e)
+        if errors and (self.require_all or not out):
+            raise errors[0]
+        if not out:
+            raise SampleError("missing_sensor", f"{src.name} tile {ref.name}", "no sensor readable")
+        shapes = {tuple(t.shape[-2:]) for t in out.values()}
+        if len(shapes) > 1:
+            raise SampleError(
+                "mismatch", f"{src.name} tile {ref.name}", f"sensor grids differ: {shapes}"
+            )
+        return {s: out[s] for s in self.sensors if s in out}, errors
+
+    def __getitem__(self, index: int) -> dict[str, object]:
+        inputs, _ = self.load(index)
+        return {"inputs": inputs, "landcover": self.refs[index].landcover, "index": index}
+
+
+class MultiCropDataset(Dataset[dict[str, object]]):
+    """Views of curated tiles, keyed by the sampler's ``(index, epoch, position)``.
+
+    The views of a key depend only on ``(seed, epoch, position, index)``; a bad tile is replaced
+    by the ``k``-th substitute drawn from ``(seed, epoch, position, k)``, so skipping is
+    deterministic too.
+
+    Args:
+        tiles: the tile dataset.
+        transform: the multi-crop transform.
+        seed: base seed of the augmentations.
+        fail_fast: raise the first :class:`SampleError` instead of skipping.
+        max_retries: consecutive bad substitutes tolerated before giving up with an error.
+    """
+
+    def __init__(
+        self,
+        tiles: TileDataset,
+        transform: MultiCrop,
+        *,
+        seed: int = 0,
+        fail_fast: bool = False,
+        max_retries: int = 16,
+    ) -> None:
+        self.tiles = tiles
+        self.transform = transform
+        self.seed = seed
+        self.fail_fast = fail_fast
+        self.max_retries = max_retries
+        self._bad: dict[int, SampleError] = {}  # per process: tiles already known to be bad
+
+    @property
+    def sensors(self) -> tuple[str, ...]:
+        return self.tiles.sensors
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    def __getitem__(self, key: SampleKey | int) -> dict[str, object]:
+        index, epoch, pos = key if isinstance(key, tuple) else (int(key), 0, int(key))
+        skipped: list[tuple[str, str]] = []
+        errors: list[SampleError] = []
+        for attempt in range(self.max_retries + 1):
+            try:
+                inputs, dropped = self._load(index)
+                break
+            except SampleError as e:
+                if self.fail_fast:
+                    raise
+                errors.append(e)
+                skipped.append((e.reason, str(e)))
+                sub = np.random.default_rng([self.seed, epoch, pos, attempt + 1, 0xBAD])
+                index = int(sub.integers(len(self.tiles)))
+        else:
+            raise RuntimeError(
+                f"{self.max_retries + 1} consecutive unusable tiles; last errors: "
+                + "; ".join(str(e) for e in errors[-3:])
+            )
+        skipped += [(f"dropped_sensor_{e.reason}", str(e)) for e in dropped]
+        rng = np.random.default_rng([self.seed, epoch, pos, index])
+        sample: dict[str, object] = dict(self.transform(inputs, rng))
+        sample["landcover"] = self.tiles.refs[index].landcover
+        sample["index"] = index
+        sample["skipped"] = skipped
+        return sample
+
+    def _load(self, index: int) -> tuple[dict[str, torch.Tensor], list[SampleError]]:
+        known = self._bad.get(index)
+        if known is not None:
+            raise known
+        try:
+            return self.tiles.load(index)
+        except SampleError as e:
+            log.warning("skipped sample: %s", e)
+            self._bad[index] = e
+            raise

@@ -1,0 +1,255 @@
+"""Multi-crop views with sensors as augmentation, and their collate (SPEC §4, contract B).
+
+Per tile: ``n_global`` global random-resized crops (scale 0.25–1.0 -> 224 px) and ``n_local`` local
+ones (scale 0.05–0.25 -> 96 px). One crop box and one flip decision are applied to all co-registered
+sensors at once. Each view then picks its sensors, independently for the teacher (global views)
+and the student (the same global crops plus the local ones):
+
+- ``independent`` (default **choice**): each available sensor kept with probability ``keep_p``,
+  at least one (a draw with none is redrawn, so every non-empty subset is equally likely at 0.5);
+- ``all_or_one``: with probability ``keep_p`` all available sensors (fusion), else one at random;
+- ``all``: always every available sensor (no modality augmentation, for ablations).
+
+Randomness comes only from the generator passed in, which the dataset seeds from
+``(seed, epoch, position, index)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from terrafm.sensors import get_sensor
+
+__all__ = [
+    "SENSOR_DRAWS",
+    "MultiCrop",
+    "MultiCropConfig",
+    "collate_views",
+    "crop_views",
+    "draw_sensors",
+    "random_resized_box",
+]
+
+SENSOR_DRAWS = ("independent", "all_or_one", "all")
+Box = tuple[int, int, int, int]  # (top, left, height, width)
+
+
+@dataclass(frozen=True)
+class MultiCropConfig:
+    """Sizes and probabilities of the views (defaults: SPEC §4).
+
+    Attributes:
+        global_size: side of global views (multiple of 16).
+        local_size: side of local views (multiple of 16).
+        n_global: number of global views (the DINO loss expects 2).
+        n_local: number of local views (8 is a **choice**).
+        global_scale: area fraction range of global crops.
+        local_scale: area fraction range of local crops.
+        ratio: aspect-ratio range of crop boxes.
+        flip_p: probability of a horizontal flip per view.
+        sensor_draw: ``independent``, ``all_or_one`` or ``all``.
+        keep_p: the 0.5 of the sensor draw rules.
+    """
+
+    global_size: int = 224
+    local_size: int = 96
+    n_global: int = 2
+    n_local: int = 8
+    global_scale: tuple[float, float] = (0.25, 1.0)
+    local_scale: tuple[float, float] = (0.05, 0.25)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    sensor_draw: str = "independent"
+    keep_p: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("global_size", "local_size"):
+            v = getattr(self, name)
+            if v <= 0 or v % 16:
+                raise ValueError(f"{name} must be a positive multiple of 16 (patch size), got {v}")
+        for name in ("global_scale", "local_scale"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi <= 1:
+                raise ValueError(f"{name} must satisfy 0 < low <= high <= 1, got {(lo, hi)}")
+        if self.sensor_draw not in SENSOR_DRAWS:
+            raise ValueError(f"sensor_draw must be one of {SENSOR_DRAWS}, got {self.sensor_draw!r}")
+        if self.n_global < 1 or self.n_local < 0:
+            raise ValueError("need n_global >= 1 and n_local >= 0")
+        if not 0 < self.keep_p <= 1 or not 0 <= self.flip_p <= 1:
+            raise ValueError("keep_p must be in (0, 1] and flip_p in [0, 1]")
+
+
+def random_resized_box(
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> Box:
+    """A random crop box of area fraction in ``scale`` and aspect ratio in ``ratio``.
+
+    The usual random-resized-crop rule: ten tries of a log-uniform ratio, then a centre crop
+    clamped to the ratio range.
+    """
+    area = height * width
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    for _ in range(10):
+        target = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(log_lo, log_hi))
+        w = round(math.sqrt(target * aspect))
+        h = round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, round(width / ratio[0])
+    elif in_ratio > ratio[1]:
+        h, w = height, round(height * ratio[1])
+    else:
+        h, w = height, width
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def draw_sensors(
+    rng: np.random.Generator,
+    available: Sequence[str],
+    mode: str = "independent",
+    keep_p: float = 0.5,
+) -> tuple[str, ...]:
+    """The sensors one view uses, drawn from ``available`` by rule ``mode`` (module docstring)."""
+    if not available:
+        raise ValueError("no sensor available to draw from")
+    if mode == "all" or len(available) == 1:
+        return tuple(available)
+    if mode == "all_or_one":
+        if rng.random() < keep_p:
+            return tuple(available)
+        return (available[int(rng.integers(len(available)))],)
+    if mode != "independent":
+        raise ValueError(f"sensor draw must be one of {SENSOR_DRAWS}, got {mode!r}")
+    while True:
+        keep = rng.random(len(available)) < keep_p
+        if keep.any():
+            return tuple(s for s, k in zip(available, keep) if k)
+
+
+def crop_views(
+    inputs: Mapping[str, torch.Tensor], box: Box, size: int, flip: bool
+) -> dict[str, torch.Tensor]:
+    """Cut one box from every sensor at once, resize to ``size`` and optionally flip.
+
+    All sensors are stacked along channels so they get exactly the same geometry; resizing is
+    bilinear with antialiasing (``align_corners=False``).
+
+    Args:
+        inputs: sensor -> (C_s, H, W), all on the same grid.
+        box: (top, left, height, width).
+        size: output side.
+        flip: flip horizontally.
+
+    Returns:
+        sensor -> (C_s, size, size).
+    """
+    keys = list(inputs)
+    top, left, h, w = box
+    stack = torch.cat([inputs[k] for k in keys])[:, top : top + h, left : left + w]  # (ΣC, h, w)
+    out = F.interpolate(
+        stack[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True
+    )[0]
+    if flip:
+        out = out.flip(-1)
+    return dict(zip(keys, out.split([inputs[k].shape[0] for k in keys])))
+
+
+class MultiCrop:
+    """Turns one tile (sensor -> normalised (C, T, T)) into teacher and student views.
+
+    Returns a dict of lists of per-sample views ``{"inputs": {sensor: (C, S, S)}, "sensors":
+    tuple}`` (only the chosen sensors; :func:`collate_views` adds zeros and masks).
+    """
+
+    def __init__(self, config: MultiCropConfig) -> None:
+        self.cfg = config
+
+    def __call__(
+        self, inputs: Mapping[str, torch.Tensor], rng: np.random.Generator
+    ) -> dict[str, list[dict[str, object]]]:
+        cfg = self.cfg
+        shapes = {tuple(t.shape[-2:]) for t in inputs.values()}
+        if len(shapes) != 1:
+            raise ValueError(f"sensors are not on one grid: {shapes}")
+        (height, width) = shapes.pop()
+        globals_ = [
+            self._crop(inputs, rng, height, width, cfg.global_scale, cfg.global_size)
+            for _ in range(cfg.n_global)
+        ]
+        locals_ = [
+            self._crop(inputs, rng, height, width, cfg.local_scale, cfg.local_size)
+            for _ in range(cfg.n_local)
+        ]
+        available = list(inputs)
+
+        def view(crop: dict[str, torch.Tensor]) -> dict[str, object]:
+            chosen = draw_sensors(rng, available, cfg.sensor_draw, cfg.keep_p)
+            return {"inputs": {s: crop[s] for s in chosen}, "sensors": chosen}
+
+        return {
+            "teacher": [view(c) for c in globals_],
+            "student_global": [view(c) for c in globals_],
+            "student_local": [view(c) for c in locals_],
+        }
+
+    def _crop(
+        self,
+        inputs: Mapping[str, torch.Tensor],
+        rng: np.random.Generator,
+        height: int,
+        width: int,
+        scale: tuple[float, float],
+        size: int,
+    ) -> dict[str, torch.Tensor]:
+        box = random_resized_box(rng, height, width, scale, self.cfg.ratio)
+        flip = bool(rng.random() < self.cfg.flip_p)
+        return crop_views(inputs, box, size, flip)
+
+
+def _collate_view(
+    views: Sequence[Mapping[str, Any]], sensors: Sequence[str], channels: Mapping[str, int]
+) -> dict[str, dict[str, torch.Tensor]]:
+    size = next(iter(views[0]["inputs"].values())).shape[-1]
+    inputs, masks = {}, {}
+    for s in sensors:
+        chosen = [s in v["sensors"] for v in views]
+        zeros = torch.zeros(channels[s], size, size)
+        inputs[s] = torch.stack(
+            [v["inputs"][s] if c else zeros for v, c in zip(views, chosen)]
+        )  # (B, C, S, S)
+        masks[s] = torch.tensor(chosen, dtype=torch.bool)  # (B,)
+    return {"inputs": inputs, "masks": masks}
+
+
+def collate_views(samples: Sequence[Mapping[str, Any]], sensors: Sequence[str]) -> dict[str, Any]:
+    """Stack per-sample outputs of the pretraining dataset into the contract-B batch.
+
+    Every sensor in ``sensors`` appears in each view's ``inputs`` ((B, C, S, S), zeros where a
+    sample's view does not use it) and ``masks`` ((B,) bool). ``skipped`` lists the
+    ``(reason, message)`` records of samples replaced while loading this batch.
+    """
+    channels = {s: get_sensor(s).num_bands for s in sensors}
+    batch: dict[str, Any] = {}
+    for key in ("teacher", "student_global", "student_local"):
+        n = len(samples[0][key])
+        batch[key] = [
+            _collate_view([smp[key][i] for smp in samples], sensors, channels) for i in range(n)
+        ]
+    batch["landcover"] = torch.tensor([int(s["landcover"]) for s in samples], dtype=torch.long)
+    batch["index"] = torch.tensor([int(s["index"]) for s in samples], dtype=torch.long)
+    batch["skipped"] = [r for s in samples for r in s.get("skipped", [])]
+    return batch
