@@ -1,0 +1,276 @@
+"""``terrafm embed``: scene rasters -> patch-embedding GeoTIFF, GeoParquet table, PCA preview.
+
+One scene: ``--input SENSOR=PATH`` (repeat for fused sensors) and ``--out``. Many scenes:
+``--scene-list scenes.csv``, sharded across ``torchrun`` ranks. See docs/embed.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+
+from terrafm.sensors import SENSOR_KEYS
+
+log = logging.getLogger("terrafm.embed")
+
+
+def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for v in values or []:
+        key, sep, rest = v.partition("=")
+        if not sep or key not in SENSOR_KEYS or not rest:
+            raise SystemExit(
+                f"error: {flag} {v!r}: expected SENSOR=VALUE with SENSOR in {list(SENSOR_KEYS)}"
+            )
+        if key in out:
+            raise SystemExit(f"error: {flag} given twice for {key}")
+        out[key] = rest
+    return out
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    io = p.add_argument_group("inputs and outputs")
+    io.add_argument(
+        "--input",
+        action="append",
+        metavar="SENSOR=PATH",
+        help="a multi-band raster or a folder of one file per band (repeat to fuse sensors)",
+    )
+    io.add_argument("--out", help="the patch-embedding GeoTIFF to write")
+    io.add_argument(
+        "--table", help="GeoParquet table with one row per window (footprint, CLS, sources)"
+    )
+    io.add_argument("--preview", help="PCA-RGB preview PNG")
+    io.add_argument(
+        "--scene-list",
+        help="CSV with columns out[,table,preview] and sensor keys: embed many scenes",
+    )
+    io.add_argument(
+        "--bands",
+        action="append",
+        metavar="SENSOR=B01,B02,...",
+        help="band names of a multi-band raster, in file order",
+    )
+    io.add_argument(
+        "--nodata",
+        action="append",
+        metavar="SENSOR=VALUE",
+        help="nodata value of a sensor's files ('nan': only NaN is nodata)",
+    )
+    io.add_argument(
+        "--boa-offset",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="subtract the L2A +1000 DN offset (auto: from MTD_MSIL2A.xml)",
+    )
+    io.add_argument(
+        "--s1-unit",
+        choices=("dB", "linear"),
+        default="dB",
+        help="unit of Sentinel-1 values on disk",
+    )
+    m = p.add_argument_group("model")
+    m.add_argument(
+        "--model", help="model name (terrafm_base ...); optional with a .safetensors checkpoint"
+    )
+    m.add_argument("--checkpoint", help="published .pth or terrafm .safetensors weights")
+    m.add_argument(
+        "--layer", type=int, help="export the normed output of this block instead of the last"
+    )
+    m.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    m.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="auto: bf16 on CUDA, fp32 on CPU",
+    )
+    w = p.add_argument_group("windows")
+    w.add_argument("--window", type=int, default=224, help="window side in pixels (multiple of 16)")
+    w.add_argument(
+        "--overlap",
+        type=int,
+        default=0,
+        help="overlap of neighbouring windows in pixels (multiple of 16)",
+    )
+    w.add_argument("--batch-size", type=int, default=8)
+    w.add_argument(
+        "--min-valid", type=float, default=1.0, help="valid-pixel fraction an output pixel needs"
+    )
+    w.add_argument(
+        "--resampling",
+        choices=("bilinear", "nearest"),
+        default="bilinear",
+        help="for 20 m / 60 m bands",
+    )
+    r = p.add_argument_group("run")
+    r.add_argument("--readers", type=int, default=2, help="reader threads")
+    r.add_argument("--prefetch", type=int, default=2, help="batches read ahead")
+    r.add_argument(
+        "--checkpoint-seconds", type=float, default=60.0, help="seconds between resume checkpoints"
+    )
+    r.add_argument("--gdal-cache-mb", type=int, default=256)
+    r.add_argument(
+        "--overwrite", action="store_true", help="replace existing outputs instead of resuming"
+    )
+    r.add_argument("--max-windows", type=int, help="stop after this many windows (resume later)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument(
+        "--fail-fast", action="store_true", help="scene list: stop at the first failing scene"
+    )
+    r.add_argument(
+        "--rank", type=int, help="this process's rank (default: $RANK from torchrun, else 0)"
+    )
+    r.add_argument("--world-size", type=int, help="number of ranks (default: $WORLD_SIZE, else 1)")
+
+
+def _device(arg: str) -> str:
+    import torch
+
+    if arg != "auto":
+        return arg
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return "cpu"
+
+
+def _specs(args: argparse.Namespace):  # -> Callable[[str, str], SourceSpec]
+    from terrafm.embed import SourceSpec
+
+    bands = {
+        k: tuple(b.strip() for b in v.split(",")) for k, v in _pairs(args.bands, "--bands").items()
+    }
+    nodata = {
+        k: (math.nan if v.lower() == "nan" else float(v))
+        for k, v in _pairs(args.nodata, "--nodata").items()
+    }
+    boa = {"auto": None, "yes": True, "no": False}[args.boa_offset]
+
+    def make(sensor: str, path: str) -> SourceSpec:
+        return SourceSpec(
+            sensor,
+            path,
+            bands.get(sensor),
+            nodata.get(sensor),
+            boa if sensor == "s2_l2a" else False,
+        )
+
+    return make
+
+
+def _model(args: argparse.Namespace):  # -> tuple[TerraFM, str]
+    from terrafm.checkpoint import load_model
+    from terrafm.models import create_model
+
+    if args.model is None:
+        if args.checkpoint and str(args.checkpoint).endswith(".safetensors"):
+            from terrafm.checkpoint import read_metadata
+
+            return load_model(args.checkpoint), str(
+                read_metadata(args.checkpoint).get("model_name")
+            )
+        raise SystemExit(
+            "error: --model is required (unless --checkpoint is a terrafm .safetensors)"
+        )
+    if args.checkpoint is None:
+        log.warning(
+            "no --checkpoint: %s has random weights; the embeddings only test the pipeline",
+            args.model,
+        )
+    return create_model(args.model, pretrained=args.checkpoint), args.model
+
+
+def _options(args: argparse.Namespace, device: str):
+    from terrafm.embed import EmbedOptions
+
+    precision = args.precision
+    if precision == "auto":
+        precision = "bf16" if device.startswith("cuda") else "fp32"
+    return EmbedOptions(
+        window=args.window,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        min_valid=args.min_valid,
+        resampling=args.resampling,
+        s1_unit=args.s1_unit,
+        layer=args.layer,
+        device=device,
+        precision=precision,
+        readers=args.readers,
+        prefetch=args.prefetch,
+        checkpoint_seconds=args.checkpoint_seconds,
+        progress=not args.no_progress and sys.stderr.isatty(),
+        overwrite=args.overwrite,
+        gdal_cache_mb=args.gdal_cache_mb,
+    )
+
+
+def _summary(rep) -> str:  # rep: EmbedReport
+    rate = rep.scene_pixels / rep.seconds if rep.seconds and rep.status == "done" else 0.0
+    return (
+        f"{rep.out}: {rep.status}; {rep.windows} windows ({rep.computed} computed, {rep.skipped} nodata, "
+        f"{rep.resumed} resumed, {rep.recomputed} recomputed) in {rep.seconds:.1f} s"
+        + (f", {rate:,.0f} scene px/s" if rate else "")
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from terrafm.embed import EmbedError, EmbedInterrupted, ProgressError, SourceError, embed_scene
+    from terrafm.embed.scenes import SceneListError, embed_scenes, read_scene_list
+
+    make = _specs(args)
+    single = bool(args.input) or bool(args.out)
+    if single == bool(args.scene_list):
+        raise SystemExit("error: give either --input ... --out FILE.tif, or --scene-list FILE.csv")
+    if single and not (args.input and args.out):
+        raise SystemExit("error: --input and --out go together")
+    device = _device(args.device)
+    opts = _options(args, device)
+    model, name = _model(args)
+    try:
+        if single:
+            specs = [make(k, v) for k, v in _pairs(args.input, "--input").items()]
+            rep = embed_scene(
+                model,
+                specs,
+                args.out,
+                table=args.table,
+                preview=args.preview,
+                options=opts,
+                model_name=name,
+                checkpoint=args.checkpoint,
+                max_windows=args.max_windows,
+            )
+            print(_summary(rep))
+            return 0
+        rank = args.rank if args.rank is not None else int(os.environ.get("RANK", 0))
+        world = (
+            args.world_size if args.world_size is not None else int(os.environ.get("WORLD_SIZE", 1))
+        )
+        jobs = read_scene_list(args.scene_list, make)
+        res = embed_scenes(
+            model,
+            jobs,
+            opts,
+            rank=rank,
+            world_size=world,
+            model_name=name,
+            checkpoint=args.checkpoint,
+            fail_fast=args.fail_fast,
+        )
+        for rep in res.reports:
+            print(_summary(rep))
+        for out, err in res.failed:
+            print(f"{out}: FAILED: {err}", file=sys.stderr)
+        print(f"rank {rank}/{world}: {len(res.reports)} scene(s) done, {len(res.failed)} failed")
+        return 1 if res.failed else 0
+    except EmbedInterrupted as e:
+        print(
+            f"{_summary(e.report)}\ninterrupted: rerun the same command to resume", file=sys.stderr
+        )
+        return 130
+    except (SourceError, EmbedError, ProgressError, SceneListError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1

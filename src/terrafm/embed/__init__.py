@@ -1,0 +1,35 @@
+"""Embedding real scenes and exporting the encoder for serving (SPEC §7.4, §7.6, §7.7).
+
+- :func:`embed_scene` / :func:`embed_scenes`: scene rasters -> patch-embedding GeoTIFF, per-window
+  GeoParquet table and PCA preview; streamed, resumable, sharded across ranks.
+- :func:`export_onnx` / :func:`export_torch`: the encoder for one sensor or several fused, checked
+  against PyTorch.
+"""
+
+from terrafm.embed.pipeline import (
+    EmbedError,
+    EmbedInterrupted,
+    EmbedOptions,
+    EmbedReport,
+    embed_scene,
+    weights_digest,
+)
+from terrafm.embed.progress import ProgressError
+from terrafm.embed.sources import Scene, SourceError, SourceSpec, open_scene
+from terrafm.embed.windows import Window, WindowGrid
+
+__all__ = [
+    "EmbedError",
+    "EmbedInterrupted",
+    "EmbedOptions",
+    "EmbedReport",
+    "ProgressError",
+    "Scene",
+    "SourceError",
+    "SourceSpec",
+    "Window",
+    "WindowGrid",
+    "embed_scene",
+    "open_scene",
+    "weights_digest",
+]
