@@ -1,0 +1,328 @@
+"""``evaluate``: one protocol on one task with one sensor choice, as a result dictionary.
+
+Protocols (SPEC §6): ``knn`` (k = 20 and 5 on frozen features), ``linear`` (Copernicus-Bench
+linear probe), ``finetune`` (encoder + linear head), ``seg-linear`` (patch linear probe on 64 px
+tiles), ``seg-upernet`` (UPerNet on four block outputs). Every knob has the protocol's published
+default and can be changed (:class:`EvalSettings`), so tests and CPU demos run in seconds.
+
+Training subsets: ``partition`` names a GEO-Bench label-fraction partition (``0.01x_train``);
+``label_fraction`` draws one for any task; ``shots`` takes n training samples per class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from terrafm.eval.features import Features, extract_features, extract_patch_tokens
+from terrafm.eval.finetune import FinetuneSettings, finetune
+from terrafm.eval.knn import knn_evaluate
+from terrafm.eval.linear import ProbeSettings, predict_linear, probe_metrics, train_linear_probe
+from terrafm.eval.segmentation import (
+    SegSettings,
+    evaluate_patch_probe,
+    evaluate_upernet,
+    train_patch_probe,
+    train_upernet,
+)
+from terrafm.eval.subsets import fraction_indices, id_indices, per_class_indices, random_indices
+from terrafm.eval.tasks import EvalDataset, EvalTask
+
+__all__ = ["PROTOCOLS", "EvalSettings", "evaluate"]
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = ("knn", "linear", "finetune", "seg-linear", "seg-upernet")
+_SEGMENTATION = ("seg-linear", "seg-upernet")
+# protocol -> (epochs, batch size, learning rate, weight decay), the published defaults.
+_DEFAULTS = {
+    "knn": (0, 64, 0.0, 0.0),
+    "linear": (50, 64, 0.1, 1e-4),
+    "finetune": (50, 32, 1e-4, 0.05),
+    "seg-linear": (50, 64, 1e-3, 0.01),
+    "seg-upernet": (50, 16, 1e-3, 0.01),
+}
+
+
+@dataclass
+class EvalSettings:
+    """Knobs of :func:`evaluate`; ``None`` means the protocol's published default."""
+
+    normalization: str | None = None
+    image_size: int | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    lrs: Sequence[float] | None = None  # fine-tuning: pick the best on the validation split
+    weight_decay: float | None = None
+    layer_decay: float | None = None
+    pooling: str = "cls"
+    ks: Sequence[int] = (20, 5)
+    label_fraction: float | None = None
+    shots: int | None = None
+    flips: bool = False  # linear probe: 4 flip views of the cached features
+    tile: int = 64
+    channels: int = 512
+    device: str = "cpu"
+    dtype: str | None = None
+    cache_dir: str | None = None
+    num_workers: int = 0
+    on_error: str = "raise"
+    max_skipped: float = 0.01
+    seed: int = 0
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def resolved(self, protocol: str, task: EvalTask) -> tuple[int, int, float, float]:
+        epochs, bs, lr, wd = _DEFAULTS[protocol]
+        if protocol == "linear" and task.kind == "multilabel":
+            lr = 1.0  # Copernicus-Bench: lr 1.0 for BigEarthNet
+        return (
+            self.epochs if self.epochs is not None else epochs,
+            self.batch_size or bs,
+            self.lr if self.lr is not None else lr,
+            self.weight_decay if self.weight_decay is not None else wd,
+        )
+
+
+def _settings(settings: EvalSettings | None, overrides: dict[str, Any]) -> EvalSettings:
+    s = settings or EvalSettings()
+    known = {f.name for f in dataclasses.fields(EvalSettings)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TypeError(f"unknown evaluation setting(s) {unknown}; known: {sorted(known)}")
+    return dataclasses.replace(s, **overrides)
+
+
+def _check(task: EvalTask, protocol: str) -> None:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; available: {list(PROTOCOLS)}")
+    if (protocol in _SEGMENTATION) != (task.kind == "segmentation"):
+        what = "segmentation" if protocol in _SEGMENTATION else "classification"
+        raise ValueError(
+            f"protocol {protocol!r} is for {what} tasks; {task.title} is a {task.kind} task"
+        )
+
+
+def _dataset(
+    task: EvalTask,
+    split: str,
+    sensors: Sequence[str],
+    s: EvalSettings,
+    partition: str | None = None,
+) -> EvalDataset:
+    return task.dataset(
+        split, sensors, normalization=s.normalization, image_size=s.image_size, partition=partition,
+        on_error=s.on_error,
+    )  # fmt: skip
+
+
+def _features(
+    model: nn.Module, ds: EvalDataset, s: EvalSettings, bs: int, views: int = 1
+) -> Features:
+    return extract_features(
+        model, ds, batch_size=bs, device=s.device, dtype=s.dtype, views=views, cache_dir=s.cache_dir,
+        num_workers=s.num_workers, progress=s.progress, max_skipped=s.max_skipped,
+    )  # fmt: skip
+
+
+def _train_subset(
+    task: EvalTask, train: Features, partition: str | None, s: EvalSettings
+) -> tuple[Features, str]:
+    if partition and partition != "default":
+        wanted = task.partitions[partition]["train"] if partition in task.partitions else None
+        if wanted is None:
+            raise ValueError(
+                f"task {task.title}: no partition {partition!r}; has {sorted(task.partitions)}"
+            )
+        present = [w for w in wanted if w in set(train.ids)]
+        return train.subset(id_indices(train.ids, present, task.title)), partition
+    if s.shots is not None:
+        return train.subset(per_class_indices(train.labels, s.shots, s.seed)), f"{s.shots}-shot"
+    if s.label_fraction is not None and s.label_fraction < 1:
+        return train.subset(
+            fraction_indices(train.labels, s.label_fraction, s.seed)
+        ), f"{s.label_fraction:g} of labels"
+    return train, "default"
+
+
+def _knn(
+    model: nn.Module, task: EvalTask, sensors: Sequence[str], partition: str | None, s: EvalSettings
+) -> dict[str, Any]:
+    _, bs, _, _ = s.resolved("knn", task)
+    train = _features(model, _dataset(task, "train", sensors, s), s, bs)
+    test = _features(model, _dataset(task, "test", sensors, s), s, bs)
+    train, subset = _train_subset(task, train, partition, s)
+    metrics = knn_evaluate(
+        train.pooled(s.pooling), train.labels, test.pooled(s.pooling), test.labels, task.num_classes,
+        multilabel=task.kind == "multilabel", ks=s.ks,
+    )  # fmt: skip
+    metric = "micro_f1" if task.kind == "multilabel" else "top1"
+    out = {f"{metric}@k{k}": metrics[f"knn{k}"] for k in s.ks}
+    out[metric] = metrics[f"knn{s.ks[0]}"]
+    return {"metrics": out, "primary": metric, "n_train": len(train), "n_test": len(test), "train_subset": subset,
+            "skipped": len(train.skipped) + len(test.skipped)}  # fmt: skip
+
+
+def _linear(
+    model: nn.Module, task: EvalTask, sensors: Sequence[str], partition: str | None, s: EvalSettings
+) -> dict[str, Any]:
+    epochs, bs, lr, wd = s.resolved("linear", task)
+    views = 4 if s.flips else 1
+    train = _features(model, _dataset(task, "train", sensors, s), s, 64, views)
+    test = _features(model, _dataset(task, "test", sensors, s), s, 64)
+    train, subset = _train_subset(task, train, partition, s)
+    ml = task.kind == "multilabel"
+    probe = train_linear_probe(
+        train.pooled(s.pooling, view=None), train.labels, task.num_classes,
+        ProbeSettings(epochs, bs, lr, wd, seed=s.seed), multilabel=ml, device=s.device,
+    )  # fmt: skip
+    metrics = probe_metrics(predict_linear(probe, test.pooled(s.pooling)), test.labels, ml)
+    if "val" in task.splits:
+        val = _features(model, _dataset(task, "val", sensors, s), s, 64)
+        metrics.update(
+            {
+                f"val_{k}": v
+                for k, v in probe_metrics(
+                    predict_linear(probe, val.pooled(s.pooling)), val.labels, ml
+                ).items()
+            }
+        )
+    primary = "micro_map" if ml else "top1"
+    return {"metrics": metrics, "primary": primary, "n_train": len(train), "n_test": len(test), "train_subset": subset,
+            "skipped": len(train.skipped) + len(test.skipped)}  # fmt: skip
+
+
+def _finetune(
+    model: nn.Module, task: EvalTask, sensors: Sequence[str], partition: str | None, s: EvalSettings
+) -> dict[str, Any]:
+    epochs, bs, lr, wd = s.resolved("finetune", task)
+    train = _dataset(task, "train", sensors, s, partition)
+    if s.label_fraction is not None and s.label_fraction < 1:
+        train = train.select(random_indices(len(train), s.label_fraction, s.seed))
+    val = _dataset(task, "val", sensors, s) if "val" in task.splits else None
+    test = _dataset(task, "test", sensors, s)
+    fs = FinetuneSettings(epochs, bs, lr, wd, layer_decay=s.layer_decay, seed=s.seed)
+    res = finetune(model, train, val, test, fs, lrs=s.lrs, device=s.device, progress=s.progress)
+    metrics = dict(res["test"])
+    metrics.update({f"val_{k}": v for k, v in (res["val"] or {}).items()})
+    primary = "micro_f1" if task.kind == "multilabel" else "top1"
+    return {"metrics": metrics, "primary": primary, "n_train": len(train), "n_test": len(test),
+            "train_subset": partition or "default", "lr": res["lr"], "lr_sweep": res["sweep"]}  # fmt: skip
+
+
+def _class_ious(task: EvalTask, res: dict[str, Any]) -> dict[str, float]:
+    out = {"miou": float(res["miou"])}
+    for name, v in zip(task.classes, res["per_class_iou"]):
+        out["iou_" + re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")] = float(v)
+    return out
+
+
+def _seg_linear(
+    model: nn.Module, task: EvalTask, sensors: Sequence[str], partition: str | None, s: EvalSettings
+) -> dict[str, Any]:
+    epochs, bs, lr, wd = s.resolved("seg-linear", task)
+    kw = dict(tile=s.tile, batch_size=64, device=s.device, dtype=s.dtype, cache_dir=s.cache_dir,
+              num_workers=s.num_workers, progress=s.progress, max_skipped=s.max_skipped)  # fmt: skip
+    train = extract_patch_tokens(model, _dataset(task, "train", sensors, s, partition), **kw)  # type: ignore[arg-type]
+    test = extract_patch_tokens(model, _dataset(task, "test", sensors, s), **kw)  # type: ignore[arg-type]
+    settings = SegSettings(epochs, bs, lr, wd, seed=s.seed)
+    patch = int(getattr(model, "patch_size", 16))
+    head = train_patch_probe(
+        train, task.num_classes, settings, task.ignore_index, patch, s.device, s.progress
+    )
+    res = evaluate_patch_probe(head, test, task.num_classes, task.ignore_index)
+    return {"metrics": _class_ious(task, res), "primary": "miou", "n_train": len(train.ids), "n_test": len(test.ids),
+            "train_subset": partition or "default", "tile": min(s.tile, test.masks.shape[-1]),
+            "skipped": len(train.skipped) + len(test.skipped)}  # fmt: skip
+
+
+def _seg_upernet(
+    model: nn.Module, task: EvalTask, sensors: Sequence[str], partition: str | None, s: EvalSettings
+) -> dict[str, Any]:
+    epochs, bs, lr, wd = s.resolved("seg-upernet", task)
+    train = _dataset(task, "train", sensors, s, partition)
+    test = _dataset(task, "test", sensors, s)
+    settings = SegSettings(epochs, bs, lr, wd, seed=s.seed, channels=s.channels)
+    head = train_upernet(model, train, settings, s.device, s.progress)
+    res = evaluate_upernet(model, head, test, bs, s.device)
+    return {"metrics": _class_ious(task, res), "primary": "miou", "n_train": len(train), "n_test": len(test),
+            "train_subset": partition or "default"}  # fmt: skip
+
+
+_RUNNERS = {
+    "knn": _knn,
+    "linear": _linear,
+    "finetune": _finetune,
+    "seg-linear": _seg_linear,
+    "seg-upernet": _seg_upernet,
+}
+
+
+def evaluate(
+    model: nn.Module,
+    task: EvalTask,
+    protocol: str,
+    sensors: Sequence[str] | str | None = None,
+    *,
+    partition: str | None = None,
+    settings: EvalSettings | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Evaluate ``model`` on ``task`` with ``protocol``.
+
+    Args:
+        model: a TerraFM encoder (left unchanged: fine-tuning trains a copy).
+        task: from :func:`terrafm.eval.load_task`.
+        protocol: one of :data:`PROTOCOLS`.
+        sensors: the sensors to feed, e.g. ``"s1"``, ``["s2_l2a"]`` or ``"s1,s2_l2a"`` (fused);
+            ``None`` = the task's published choice.
+        partition: a named training partition (GEO-Bench ``0.01x_train`` ...).
+        settings: an :class:`EvalSettings`; ``overrides`` replace its fields (``epochs=2`` ...).
+
+    Returns:
+        A JSON-ready dict: ``benchmark``, ``task``, ``protocol``, ``sensors``, ``partition``,
+        ``metrics`` (percentages), ``primary`` (the headline metric's key), sample counts, the
+        resolved settings and the wall time.
+    """
+    s = _settings(settings, overrides)
+    _check(task, protocol)
+    chosen = task.resolve_sensors(sensors)
+    t0 = time.perf_counter()
+    torch.manual_seed(s.seed)
+    result = _RUNNERS[protocol](model, task, chosen, partition, s)
+    epochs, bs, lr, wd = s.resolved(protocol, task)
+    settings_out = {
+        k: v for k, v in dataclasses.asdict(s).items() if k not in ("extra", "progress")
+    }
+    settings_out.update(epochs=epochs, batch_size=bs, lr=lr, weight_decay=wd,
+                        normalization=s.normalization or task.normalization,
+                        image_size=s.image_size or task.image_size)  # fmt: skip
+    out = {
+        "benchmark": task.benchmark,
+        "task": task.name,
+        "protocol": protocol,
+        "sensors": list(chosen),
+        "partition": partition or "default",
+        **result,
+        "settings": settings_out,
+        "notes": list(task.notes),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    log.info(
+        "%s %s %s: %s = %.2f",
+        task.title,
+        protocol,
+        "+".join(chosen),
+        out["primary"],
+        out["metrics"][out["primary"]],
+    )
+    return out

@@ -1,0 +1,113 @@
+"""Whole published tables in one call (SPEC §6): ``run_suite("geobench-knn", ...)``.
+
+============================  ============================================================
+suite                         rows
+============================  ============================================================
+``geobench-knn``              kNN on m-eurosat, m-bigearthnet, m-so2sat, m-brick-kiln with
+                              100 % (``default``) and 1 % (``0.01x_train``) of training labels
+``geobench-finetune``         fine-tuning on the four classification tasks; patch linear
+                              probe on m-cashew-plant and m-SA-crop-type
+``copernicus``                Cloud-S2, DFC2020-S1/-S2 (UPerNet); EuroSAT-S1/-S2,
+                              BigEarthNet-S1/-S2, LCZ-S2 (linear probe, flip views)
+``landslide4sense``           UPerNet on the S2 bands
+============================  ============================================================
+
+A row whose data is missing or broken is recorded as failed and the suite goes on (unless
+``fail_fast``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from terrafm.eval.datasets import load_task
+from terrafm.eval.runner import EvalSettings, evaluate
+from terrafm.eval.tasks import EvalTask
+
+__all__ = ["SUITES", "SuiteRow", "run_suite"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SuiteRow:
+    benchmark: str
+    task: str
+    protocol: str
+    sensors: tuple[str, ...] | None = None
+    partition: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+_GEO_CLS = ("m-eurosat", "m-bigearthnet", "m-so2sat", "m-brick-kiln")
+SUITES: dict[str, tuple[SuiteRow, ...]] = {
+    "geobench-knn": tuple(
+        SuiteRow("geobench", t, "knn", partition=p)
+        for t in _GEO_CLS
+        for p in ("default", "0.01x_train")
+    ),
+    "geobench-finetune": tuple(SuiteRow("geobench", t, "finetune") for t in _GEO_CLS)
+    + tuple(SuiteRow("geobench", t, "seg-linear") for t in ("m-cashew-plant", "m-sa-crop-type")),
+    "copernicus": (
+        SuiteRow("copernicus", "cloud_s2", "seg-upernet"),
+        SuiteRow("copernicus", "eurosat_s1", "linear", overrides={"flips": True}),
+        SuiteRow("copernicus", "eurosat_s2", "linear", overrides={"flips": True}),
+        SuiteRow("copernicus", "bigearthnet_s1s2", "linear", ("s1",), overrides={"flips": True}),
+        SuiteRow(
+            "copernicus", "bigearthnet_s1s2", "linear", ("s2_l2a",), overrides={"flips": True}
+        ),
+        SuiteRow("copernicus", "dfc2020_s1s2", "seg-upernet", ("s1",)),
+        SuiteRow("copernicus", "dfc2020_s1s2", "seg-upernet", ("s2_l1c",)),
+        SuiteRow("copernicus", "lcz_s2", "linear", overrides={"flips": True}),
+    ),
+    "landslide4sense": (SuiteRow("landslide4sense", "landslide4sense", "seg-upernet"),),
+}
+
+
+def run_suite(
+    name: str,
+    model: nn.Module,
+    data_root: str | Path,
+    settings: EvalSettings | None = None,
+    *,
+    fail_fast: bool = False,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run every row of a suite; a failed row becomes ``{..., "error": message}``."""
+    if name not in SUITES:
+        raise ValueError(f"unknown suite {name!r}; available: {sorted(SUITES)}")
+    settings = settings or EvalSettings()
+    tasks: dict[tuple[str, str], EvalTask] = {}
+    results: list[dict[str, Any]] = []
+    rows = SUITES[name]
+    for i, row in enumerate(rows, 1):
+        log.info(
+            "suite %s [%d/%d]: %s/%s %s", name, i, len(rows), row.benchmark, row.task, row.protocol
+        )
+        try:
+            key = (row.benchmark, row.task)
+            if key not in tasks:
+                tasks[key] = load_task(
+                    row.benchmark, row.task, data_root, image_size=settings.image_size
+                )
+            res = evaluate(model, tasks[key], row.protocol, row.sensors, partition=row.partition,
+                           settings=settings, **row.overrides)  # fmt: skip
+        except Exception as e:
+            if fail_fast:
+                raise
+            log.error(
+                "suite %s: %s/%s %s failed: %s", name, row.benchmark, row.task, row.protocol, e
+            )
+            res = {"benchmark": row.benchmark, "task": row.task, "protocol": row.protocol,
+                   "sensors": list(row.sensors or ()), "partition": row.partition or "default",
+                   "error": f"{type(e).__name__}: {e}"}  # fmt: skip
+        results.append(res)
+        if on_result is not None:
+            on_result(res)
+    return results
