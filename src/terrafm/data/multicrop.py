@@ -141,25 +141,30 @@ def draw_sensors(
 
 
 def crop_views(
-    inputs: Mapping[str, torch.Tensor], box: Box, size: int, flip: bool
+    inputs: Mapping[str, torch.Tensor],
+    box: Box,
+    size: int,
+    flip: bool,
+    sensors: Sequence[str] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Cut one box from every sensor at once, resize to ``size`` and optionally flip.
 
-    All sensors are stacked along channels so they get exactly the same geometry; resizing is
-    bilinear with antialiasing (``align_corners=False``).
+    The sensors' crops are stacked along channels and resized together, so they get exactly the
+    same geometry; resizing is bilinear with antialiasing (``align_corners=False``).
 
     Args:
         inputs: sensor -> (C_s, H, W), all on the same grid.
         box: (top, left, height, width).
         size: output side.
         flip: flip horizontally.
+        sensors: the sensors to cut (default: all of ``inputs``).
 
     Returns:
         sensor -> (C_s, size, size).
     """
-    keys = list(inputs)
+    keys = list(sensors if sensors is not None else inputs)
     top, left, h, w = box
-    stack = torch.cat([inputs[k] for k in keys])[:, top : top + h, left : left + w]  # (ΣC, h, w)
+    stack = torch.cat([inputs[k][:, top : top + h, left : left + w] for k in keys])  # (ΣC, h, w)
     out = F.interpolate(
         stack[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True
     )[0]
@@ -172,7 +177,8 @@ class MultiCrop:
     """Turns one tile (sensor -> normalised (C, T, T)) into teacher and student views.
 
     Returns a dict of lists of per-sample views ``{"inputs": {sensor: (C, S, S)}, "sensors":
-    tuple}`` (only the chosen sensors; :func:`collate_views` adds zeros and masks).
+    tuple}`` (only the chosen sensors; :func:`collate_views` adds zeros and masks). Sensors are
+    drawn before cropping so that only the sensors a view uses are resized.
     """
 
     def __init__(self, config: MultiCropConfig) -> None:
@@ -185,39 +191,37 @@ class MultiCrop:
         shapes = {tuple(t.shape[-2:]) for t in inputs.values()}
         if len(shapes) != 1:
             raise ValueError(f"sensors are not on one grid: {shapes}")
-        (height, width) = shapes.pop()
-        globals_ = [
-            self._crop(inputs, rng, height, width, cfg.global_scale, cfg.global_size)
-            for _ in range(cfg.n_global)
-        ]
-        locals_ = [
-            self._crop(inputs, rng, height, width, cfg.local_scale, cfg.local_size)
-            for _ in range(cfg.n_local)
-        ]
+        height, width = shapes.pop()
         available = list(inputs)
 
-        def view(crop: dict[str, torch.Tensor]) -> dict[str, object]:
-            chosen = draw_sensors(rng, available, cfg.sensor_draw, cfg.keep_p)
-            return {"inputs": {s: crop[s] for s in chosen}, "sensors": chosen}
+        def plan(scale: tuple[float, float]) -> tuple[Box, bool]:
+            box = random_resized_box(rng, height, width, scale, cfg.ratio)
+            return box, bool(rng.random() < cfg.flip_p)
 
+        def draw() -> tuple[str, ...]:
+            return draw_sensors(rng, available, cfg.sensor_draw, cfg.keep_p)
+
+        g_plans = [plan(cfg.global_scale) for _ in range(cfg.n_global)]
+        l_plans = [plan(cfg.local_scale) for _ in range(cfg.n_local)]
+        teacher = [draw() for _ in g_plans]
+        student = [draw() for _ in g_plans]
+        local = [draw() for _ in l_plans]
+
+        def cut(p: tuple[Box, bool], size: int, used: set[str]) -> dict[str, torch.Tensor]:
+            return crop_views(inputs, p[0], size, p[1], [s for s in available if s in used])
+
+        g_crops = [cut(p, cfg.global_size, {*t, *s}) for p, t, s in zip(g_plans, teacher, student)]
         return {
-            "teacher": [view(c) for c in globals_],
-            "student_global": [view(c) for c in globals_],
-            "student_local": [view(c) for c in locals_],
+            "teacher": [_view(c, t) for c, t in zip(g_crops, teacher)],
+            "student_global": [_view(c, s) for c, s in zip(g_crops, student)],
+            "student_local": [
+                _view(cut(p, cfg.local_size, set(s)), s) for p, s in zip(l_plans, local)
+            ],
         }
 
-    def _crop(
-        self,
-        inputs: Mapping[str, torch.Tensor],
-        rng: np.random.Generator,
-        height: int,
-        width: int,
-        scale: tuple[float, float],
-        size: int,
-    ) -> dict[str, torch.Tensor]:
-        box = random_resized_box(rng, height, width, scale, self.cfg.ratio)
-        flip = bool(rng.random() < self.cfg.flip_p)
-        return crop_views(inputs, box, size, flip)
+
+def _view(crop: Mapping[str, torch.Tensor], sensors: tuple[str, ...]) -> dict[str, object]:
+    return {"inputs": {s: crop[s] for s in sensors}, "sensors": sensors}
 
 
 def _collate_view(

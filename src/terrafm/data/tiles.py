@@ -140,8 +140,10 @@ def finish_tile(sensor: str, tile: SensorTile, where: str, max_invalid: float) -
             where,
             f"{sensor}: {bad:.0%} invalid pixels (non-finite {nan_part:.0%}) > max_invalid {max_invalid:.0%}",
         )
-    x = normalize(np.where(valid[None], data, 0.0).astype(np.float32), sensor)  # (C, T, T)
-    x[:, torch.from_numpy(~valid)] = 0.0
-    if not torch.isfinite(x).all():  # e.g. values overflowing float32 after z-scoring
+    data = np.where(valid[None], data, 0.0).astype(np.float32)  # no NaN enters the z-score
+    x = normalize(data, sensor)  # (C, T, T)
+    if n_valid < valid.size:
+        x.mul_(torch.from_numpy(valid))  # invalid pixels -> 0, the sensor's mean
+    if not torch.isfinite(x.sum()):  # e.g. values overflowing float32 after z-scoring
         raise SampleError("non_finite", where, f"{sensor}: non-finite values after normalisation")
     return x
