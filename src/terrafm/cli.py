@@ -15,6 +15,7 @@ from collections.abc import Sequence
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("terrafm.commands.info", "list models and sensors, or describe a checkpoint"),
+    "data": ("terrafm.commands.data", "check pretraining roots: curation counts, strata and a read scan"),
     "eval": ("terrafm.commands.eval", "evaluate an encoder on GEO-Bench, Copernicus-Bench, Landslide4Sense or a task folder"),
     "embed": ("terrafm.commands.embed", "embed scene rasters into a georeferenced patch-embedding GeoTIFF and table"),
     "serve-export": ("terrafm.commands.serve_export", "export the encoder to ONNX or torch.export for serving"),

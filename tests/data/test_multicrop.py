@@ -99,6 +99,8 @@ def test_all_or_one_draw() -> None:
     assert abs(subsets[SENSORS] / n - 0.5) < 0.02
     assert abs(subsets[("s1",)] / n - 1 / 6) < 0.02
     assert draw_sensors(rng, SENSORS, "all") == SENSORS
+    ones = Counter(draw_sensors(rng, SENSORS, "one") for _ in range(3000))
+    assert set(ones) == {("s1",), ("s2_l1c",), ("s2_l2a",)} and min(ones.values()) > 900
     assert draw_sensors(rng, ["s1"], "independent") == ("s1",)
     with pytest.raises(ValueError, match="sensor draw"):
         draw_sensors(rng, SENSORS, "some")

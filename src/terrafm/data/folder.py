@@ -166,7 +166,7 @@ class GeoTiffFolderSource:
         self._windows.append(windows)
         sensors = tuple(s for s in self.sensors if s in bands)
         self._cells.append(CellInfo(scene.name, sensors, len(windows), lc, classes))
-        self.report["cells"] += 1
+        self.report["scenes_read"] += 1
 
     def _resolve_bands(self, scene: RasterScene, sensor: str) -> dict[str, _BandRef]:
         """Band name -> (file, band index) for every band the sensor's stem needs."""

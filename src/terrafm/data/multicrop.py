@@ -8,6 +8,7 @@ and the student (the same global crops plus the local ones):
 - ``independent`` (default **choice**): each available sensor kept with probability ``keep_p``,
   at least one (a draw with none is redrawn, so every non-empty subset is equally likely at 0.5);
 - ``all_or_one``: with probability ``keep_p`` all available sensors (fusion), else one at random;
+- ``one``: exactly one available sensor, uniformly (sensors as augmentation without fusion);
 - ``all``: always every available sensor (no modality augmentation, for ablations).
 
 Randomness comes only from the generator passed in, which the dataset seeds from
@@ -37,7 +38,7 @@ __all__ = [
     "random_resized_box",
 ]
 
-SENSOR_DRAWS = ("independent", "all_or_one", "all")
+SENSOR_DRAWS = ("independent", "all_or_one", "one", "all")
 Box = tuple[int, int, int, int]  # (top, left, height, width)
 
 
@@ -54,7 +55,7 @@ class MultiCropConfig:
         local_scale: area fraction range of local crops.
         ratio: aspect-ratio range of crop boxes.
         flip_p: probability of a horizontal flip per view.
-        sensor_draw: ``independent``, ``all_or_one`` or ``all``.
+        sensor_draw: ``independent``, ``all_or_one``, ``one`` or ``all``.
         keep_p: the 0.5 of the sensor draw rules.
     """
 
@@ -128,6 +129,8 @@ def draw_sensors(
         raise ValueError("no sensor available to draw from")
     if mode == "all" or len(available) == 1:
         return tuple(available)
+    if mode == "one":
+        return (available[int(rng.integers(len(available)))],)
     if mode == "all_or_one":
         if rng.random() < keep_p:
             return tuple(available)

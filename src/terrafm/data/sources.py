@@ -123,7 +123,7 @@ class MajorTomSource:
             cells.append(
                 CellInfo(name, tuple(s for s in self.sensors if s in have), k * k, lc, classes)
             )
-        self.report["cells"] = len(cells)
+        self.report["cells_paired"] = len(cells)
         return out_rows, cells
 
     def _landcover_table(self) -> dict[str, LandCover]:
