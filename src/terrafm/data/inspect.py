@@ -86,8 +86,8 @@ def inspect_roots(
                 raise
             report.skips.add_error(e, emit=False)
             continue
-        for e in dropped:
-            report.skips.add(f"dropped_sensor_{e.reason}", str(e), emit=False)
+        for d in dropped:
+            report.skips.add(f"dropped_sensor_{d.reason}", str(d), emit=False)
         for s, x in inputs.items():
             lo, hi = report.value_ranges.get(s, (np.inf, -np.inf))
             report.value_ranges[s] = (min(lo, float(x.min())), max(hi, float(x.max())))
