@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("terrafm.commands.eval", "evaluate an encoder on GEO-Bench, Copernicus-Bench, Landslide4Sense or a task folder"),
     "embed": ("terrafm.commands.embed", "embed scene rasters into a georeferenced patch-embedding GeoTIFF and table"),
     "serve-export": ("terrafm.commands.serve_export", "export the encoder to ONNX or torch.export for serving"),
+    "pretrain": ("terrafm.commands.pretrain", "self-supervised pretraining (DINO + dual centering) from a YAML config"),
+    "export": ("terrafm.commands.export", "export a pretraining run's encoder as published .pth + .safetensors"),
 }
 
 

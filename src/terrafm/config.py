@@ -1,0 +1,432 @@
+"""Typed run configuration: dataclasses loaded from YAML plus ``key=value`` overrides.
+
+The merge is strict: a key that is not a field of the target dataclass, or a value of the wrong
+type, is an error naming the key (and the file it came from), never silently ignored. Only the
+top-level builders (``terrafm pretrain``) read these objects; library modules take explicit
+arguments.
+
+The pretraining config (:class:`PretrainConfig`) holds the recipe of SPEC §4 with its **choice**
+defaults; the shipped YAML files in ``terrafm/configs/`` override them per scale.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+__all__ = [
+    "ABLATIONS",
+    "ConfigError",
+    "DataConfig",
+    "HeadConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "PretrainConfig",
+    "TrainConfig",
+    "ablation_overrides",
+    "apply_overrides",
+    "config_diff",
+    "from_dict",
+    "load_config",
+    "save_config",
+    "shipped_config",
+    "to_dict",
+]
+
+T = TypeVar("T")
+_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the typed schema."""
+
+
+# --------------------------------------------------------------------------- schema
+@dataclass
+class ModelConfig:
+    """The encoder being pretrained."""
+
+    name: str = "terrafm_base"
+    drop_path_rate: float = 0.1  # SPEC §4 (stated)
+    pretrained: str | None = None  # optional weights to start from (continual pretraining)
+
+
+@dataclass
+class HeadConfig:
+    """DINO projection head (SPEC §4, DINO defaults)."""
+
+    out_dim: int = 65536
+    hidden_dim: int = 2048
+    bottleneck_dim: int = 256
+    nlayers: int = 3
+    norm_last_layer: bool = True
+
+
+@dataclass
+class LossConfig:
+    """DINO cross-entropy with dual centering (SPEC §4)."""
+
+    student_temp: float = 0.1
+    warmup_teacher_temp: float = 0.04
+    teacher_temp: float = 0.06
+    warmup_teacher_temp_epochs: float = 30.0
+    dual_centering: bool = True  # False: plain DINO centre (ablation)
+    alpha: float = 0.8
+    center_momentum: float = 0.9
+    # Land-cover codes of the high-frequency set H; None: computed from the training set.
+    high_freq_classes: list[int] | None = None
+
+
+@dataclass
+class OptimConfig:
+    """AdamW and the lr / wd / teacher-momentum schedules (SPEC §4, DINO v1 defaults)."""
+
+    epochs: int = 100
+    lr: float = 5e-4  # at a global batch of 256 when scale_lr_with_batch
+    scale_lr_with_batch: bool = True
+    min_lr: float = 1e-6
+    warmup_epochs: float = 10.0
+    weight_decay: float = 0.04
+    weight_decay_end: float = 0.4
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum_teacher: float = 0.996
+    momentum_teacher_end: float = 1.0
+    clip_grad: float = 3.0  # 0 disables clipping (the norm is still computed and logged)
+    freeze_last_layer_epochs: float = 1.0
+
+
+@dataclass
+class DataConfig:
+    """Pretraining data: Major-TOM roots, curation, sampling, multi-crop, sensor draw (SPEC §4–5).
+
+    The component switches: ``modality_aug`` (sensors as augmentation) and ``fusion`` (several
+    sensors fused in one view). Both on: each view draws its sensors by ``modality_mode``. Fusion
+    off: each view uses one sensor at random. Modality augmentation off: every view uses all
+    sensors (fusion on) or only ``single_sensor`` (fusion off, the paper's "DINO on S2-L2A").
+    """
+
+    root: str | list[str] | None = None  # Major-TOM root(s) or GeoTIFF folder(s)
+    sensors: list[str] = field(default_factory=lambda: ["s1", "s2_l1c", "s2_l2a"])
+    batch_size: int = 64  # per process
+    num_workers: int = 8
+    samples_per_epoch: int | None = None  # over all ranks; None: the number of curated tiles
+    global_size: int = 224
+    local_size: int = 96
+    n_local: int = 8
+    global_scale: tuple[float, float] = (0.25, 1.0)
+    local_scale: tuple[float, float] = (0.05, 0.25)
+    flip_p: float = 0.5
+    modality_aug: bool = True
+    fusion: bool = True
+    modality_mode: Literal["independent", "all_or_one"] = "independent"
+    keep_prob: float = 0.5  # the 0.5 of the sensor draw
+    single_sensor: str = "s2_l2a"
+    balance: float = 1.0  # inverse-stratum-frequency exponent (1: balanced strata, 0: uniform)
+    replacement: bool = True
+    ocean_keep: float = 0.02  # fraction of ocean cells kept (SPEC §5)
+    max_cloud_cover: float | None = None
+    tiles_per_side: int = 2  # 1068 px cells -> four 534 px tiles
+    max_invalid: float = 0.5  # largest share of invalid pixels per sensor tile
+    fail_fast: bool = False  # stop at the first bad sample instead of skipping it
+    pin_memory: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """How the run executes: devices, precision, checkpoints, logging, faults."""
+
+    output_dir: str = "runs/pretrain"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True  # bfloat16 autocast
+    strategy: Literal["ddp", "fsdp"] = "ddp"  # "fsdp": FSDP2 sharding (TerraFM-L)
+    max_steps: int | None = None  # stop early; schedules still follow optim.epochs
+    checkpoint_every: int = 500  # steps; a checkpoint is also written at the end
+    log_every: int = 10
+    max_nonfinite: int = 10  # consecutive non-finite steps before the run stops
+    progress: bool = True
+    threads: int | None = None  # torch CPU threads; None leaves torch's default
+
+
+@dataclass
+class PretrainConfig:
+    """Everything ``terrafm pretrain`` needs."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> PretrainConfig:
+        """Check value ranges that types cannot express; returns self."""
+        from terrafm.models import list_models
+        from terrafm.sensors import SENSOR_KEYS
+
+        checks: list[tuple[bool, str]] = [
+            (self.model.name in list_models(), f"model.name must be one of {list_models()}"),
+            (0.0 <= self.loss.alpha <= 1.0, "loss.alpha must be in [0, 1]"),
+            (0.0 <= self.loss.center_momentum < 1.0, "loss.center_momentum must be in [0, 1)"),
+            (self.loss.student_temp > 0 and self.loss.teacher_temp > 0, "temperatures must be > 0"),
+            (self.loss.warmup_teacher_temp > 0, "loss.warmup_teacher_temp must be > 0"),
+            (self.head.out_dim > 0 and self.head.nlayers >= 1, "head.out_dim > 0, nlayers >= 1"),
+            (self.optim.epochs > 0, "optim.epochs must be > 0"),
+            (self.optim.lr > 0, "optim.lr must be > 0"),
+            (0 <= self.optim.momentum_teacher <= 1, "optim.momentum_teacher must be in [0, 1]"),
+            (self.optim.clip_grad >= 0, "optim.clip_grad must be >= 0"),
+            (self.data.batch_size > 0, "data.batch_size must be > 0"),
+            (self.data.n_local >= 0, "data.n_local must be >= 0"),
+            (self.data.global_size % 16 == 0, "data.global_size must be a multiple of 16"),
+            (self.data.local_size % 16 == 0, "data.local_size must be a multiple of 16"),
+            (0.0 < self.data.keep_prob <= 1.0, "data.keep_prob must be in (0, 1]"),
+            (len(self.data.sensors) > 0, "data.sensors must not be empty"),
+            (
+                all(s in SENSOR_KEYS for s in self.data.sensors),
+                f"data.sensors must be drawn from {list(SENSOR_KEYS)}",
+            ),
+            (self.data.single_sensor in SENSOR_KEYS, f"data.single_sensor in {list(SENSOR_KEYS)}"),
+            (0.0 <= self.data.balance, "data.balance must be >= 0"),
+            (self.data.tiles_per_side >= 1, "data.tiles_per_side must be >= 1"),
+            (self.train.max_nonfinite >= 1, "train.max_nonfinite must be >= 1"),
+            (self.train.checkpoint_every >= 1, "train.checkpoint_every must be >= 1"),
+            (self.train.log_every >= 1, "train.log_every must be >= 1"),
+        ]
+        bad = [msg for ok, msg in checks if not ok]
+        if bad:
+            raise ConfigError("invalid pretraining config: " + "; ".join(bad))
+        return self
+
+
+# Component ablations of SPEC §4 (paper Table: + modality aug, + fusion, + dual centering).
+ABLATIONS: dict[str, tuple[str, ...]] = {
+    "fusion": ("data.fusion=false",),
+    "modality_aug": ("data.modality_aug=false",),
+    "dual_centering": ("loss.dual_centering=false",),
+}
+
+
+def ablation_overrides(names: Iterable[str]) -> list[str]:
+    """The ``key=value`` overrides that switch off the named components."""
+    out: list[str] = []
+    for name in names:
+        if name not in ABLATIONS:
+            raise ConfigError(f"unknown ablation {name!r}; choose from {sorted(ABLATIONS)}")
+        out.extend(ABLATIONS[name])
+    return out
+
+
+# --------------------------------------------------------------------------- type checking
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; returns the value in its canonical form."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: expected one of {list(args)}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(
+                f"{where}: expected a mapping of {_type_name(tp)} fields, got {value!r}"
+            )
+        return _build(tp, value, where)  # type: ignore[arg-type]
+    if origin in (list, tuple, Sequence):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{where}: expected {len(args)} values, got {list(value)}")
+            return tuple(
+                _coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args))
+            )
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads "1e-3" (no dot) as a string
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported config type {_type_name(tp)}")
+
+
+def _build(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for key in data:
+        if key not in fields:
+            path = f"{where}.{key}" if where else str(key)
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown config key {path!r}{hint}; valid keys: {sorted(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        path = f"{where}.{name}" if where else name
+        kwargs[name] = _coerce(value, hints[name], path)
+    return cls(**kwargs)
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
+    """Build a config dataclass from a nested mapping, strictly."""
+    return _build(cls, data)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A config dataclass as plain nested dicts and lists (YAML/JSON friendly)."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+
+    out = plain(cfg)
+    assert isinstance(out, dict)
+    return out
+
+
+# --------------------------------------------------------------------------- overrides
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form key=value (e.g. optim.lr=1e-3)")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {item!r}: cannot parse value ({e})") from e
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Merge ``a.b.c=value`` strings (values parsed as YAML) into a nested dict, in place."""
+    for item in overrides:
+        parts, value = _parse_override(item)
+        node = data
+        for p in parts[:-1]:
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {p!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def _merge(base: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    for k, v in new.items():
+        if isinstance(v, Mapping) and isinstance(base.get(k), dict):
+            _merge(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterable[str] = ()) -> T:
+    """Defaults of ``cls``, then the YAML file, then the overrides; strictly typed.
+
+    Raises:
+        ConfigError: unreadable file, unknown key, or a value of the wrong type.
+    """
+    data: dict[str, Any] = to_dict(cls())
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"{path}: cannot read config ({e})") from e
+        if not isinstance(loaded, Mapping):
+            raise ConfigError(
+                f"{path}: a config file must hold a mapping, got {type(loaded).__name__}"
+            )
+        try:
+            _build(cls, loaded)  # strict check of the file alone, so errors name it
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from e
+        _merge(data, loaded)
+    data = apply_overrides(data, overrides)
+    try:
+        cfg = _build(cls, data)
+    except ConfigError as e:
+        raise ConfigError(f"override: {e}") from e
+    validate = getattr(cfg, "validate", None)
+    if callable(validate):
+        validate()
+    return cfg
+
+
+def save_config(cfg: Any, path: str | Path) -> Path:
+    """Write the resolved config as YAML (atomically)."""
+    from terrafm.checkpoint import atomic_write
+
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    return path
+
+
+def config_diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested config dicts."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        key = f"{prefix}{k}"
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, Mapping) and isinstance(vb, Mapping):
+            out.extend(config_diff(va, vb, key + "."))
+        elif va != vb:
+            out.append(key)
+    return out
+
+
+def shipped_config(name: str) -> Path:
+    """Path of a config shipped in ``terrafm/configs`` (``pretrain_tiny_cpu`` or with .yaml)."""
+    here = Path(__file__).resolve().parent / "configs"
+    fname = name if name.endswith(".yaml") else f"{name}.yaml"
+    path = here / fname
+    if not path.is_file():
+        avail = sorted(p.name for p in here.glob("*.yaml"))
+        raise ConfigError(f"no shipped config {name!r}; available: {avail}")
+    return path

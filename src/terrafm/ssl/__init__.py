@@ -1,0 +1,8 @@
+"""Self-supervised pretraining of TerraFM: DINO self-distillation with dual centering (SPEC §4).
+
+Submodules: ``heads`` (projection head, multi-crop wrapper), ``loss`` (dual-centred DINO loss),
+``schedules``, ``step`` (one training step, EMA, parameter groups), ``train`` (the loop),
+``checkpointing`` (exact-resume training state), ``distributed`` (torchrun / DDP / FSDP2),
+``metrics``, ``export`` and ``batch`` (the contract-B batch). Import from the submodules; this
+package imports nothing heavy on its own.
+"""

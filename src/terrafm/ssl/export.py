@@ -1,0 +1,91 @@
+"""Encoder weights out of a pretraining run (SPEC §2 layout, §7 self-describing weights).
+
+The teacher backbone (DINO's evaluated network) is written as a published-layout ``.pth`` (what
+the reference TerraFM code and anything else that loads TerraFM weights reads) and as a terrafm
+``.safetensors`` whose metadata carries the model name, config, sensors and normalisation
+statistics. The ``.pth`` leaves out the fusion parameters, as the published files do; the
+``.safetensors`` keeps them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+from terrafm.checkpoint import CheckpointError, save_published, save_weights
+from terrafm.models import TerraFM, create_model
+
+__all__ = ["backbone_from_state", "export_encoder", "export_run"]
+
+_PREFIX = "backbone."
+
+
+def backbone_from_state(state: Mapping[str, torch.Tensor], model_name: str) -> TerraFM:
+    """A CPU TerraFM holding the ``backbone.*`` weights of a student/teacher state dict."""
+    sub = {k[len(_PREFIX) :]: v for k, v in state.items() if k.startswith(_PREFIX)}
+    if not sub:
+        raise CheckpointError("state holds no 'backbone.*' weights")
+    model = create_model(model_name)
+    missing, unexpected = model.load_state_dict(sub, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"backbone weights do not fit {model_name}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    return model.eval()
+
+
+def export_encoder(
+    teacher: nn.Module,
+    model_name: str,
+    path: str | Path,
+    extra: Mapping[str, object] | None = None,
+    is_main: bool = True,
+) -> Path:
+    """Write a live teacher's backbone as ``.safetensors`` (collective under FSDP; rank 0 writes)."""
+    state = get_model_state_dict(
+        teacher, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+    )
+    path = Path(path)
+    if is_main:
+        model = backbone_from_state(state, model_name)  # type: ignore[arg-type]
+        save_weights(model, path, model_name, extra=dict(extra or {}))
+    return path
+
+
+def export_run(
+    checkpoint: str | Path, out: str | Path, which: str = "teacher"
+) -> tuple[Path, Path]:
+    """Export a training checkpoint's encoder as ``<out>.pth`` and ``<out>.safetensors``.
+
+    Args:
+        checkpoint: a ``checkpoint.pt`` or the run folder holding it.
+        out: output path without suffix (a suffix, if given, is replaced).
+        which: ``teacher`` (default, as DINO evaluates) or ``student``.
+    """
+    from terrafm.ssl.checkpointing import CHECKPOINT_NAME, load_training_state
+
+    if which not in ("teacher", "student"):
+        raise ValueError(f"which must be 'teacher' or 'student', got {which!r}")
+    checkpoint = Path(checkpoint)
+    if checkpoint.is_dir():
+        checkpoint = checkpoint / CHECKPOINT_NAME
+    payload = load_training_state(checkpoint)
+    cfg: dict[str, Any] = payload["config"]
+    name = str(cfg["model"]["name"])
+    model = backbone_from_state(payload[which], name)
+    out = Path(out)
+    stem = out.with_suffix("") if out.suffix in (".pth", ".safetensors") else out
+    meta = {
+        "pretrain_step": int(payload["step"]),
+        "weights": which,
+        "source_checkpoint": str(checkpoint),
+        "pretrain_config": cfg,
+    }
+    pth = save_published(model, stem.with_name(stem.name + ".pth"))
+    st = save_weights(model, stem.with_name(stem.name + ".safetensors"), name, extra=meta)
+    return pth, st

@@ -1,0 +1,122 @@
+"""Typed configs: strict YAML + key=value merge, shipped configs, ablation switches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from terrafm.config import (
+    ConfigError,
+    PretrainConfig,
+    ablation_overrides,
+    config_diff,
+    load_config,
+    save_config,
+    shipped_config,
+    to_dict,
+)
+
+SHIPPED = ("pretrain_tiny_cpu", "pretrain_base_majortom", "pretrain_large_majortom")
+
+
+def _write(tmp_path: Path, data: dict) -> Path:
+    p = tmp_path / "cfg.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def test_defaults_are_the_paper_recipe() -> None:
+    cfg = load_config(PretrainConfig)
+    assert cfg.loss.alpha == 0.8 and cfg.loss.center_momentum == 0.9
+    assert cfg.loss.student_temp == 0.1 and cfg.loss.teacher_temp == 0.06
+    assert cfg.head.out_dim == 65536 and cfg.head.bottleneck_dim == 256
+    assert cfg.optim.momentum_teacher == 0.996 and cfg.optim.clip_grad == 3.0
+    assert cfg.model.drop_path_rate == 0.1 and cfg.data.n_local == 8
+
+
+def test_file_then_overrides(tmp_path: Path) -> None:
+    p = _write(tmp_path, {"optim": {"lr": 1e-3}, "data": {"global_scale": [0.3, 1.0]}})
+    cfg = load_config(
+        PretrainConfig,
+        p,
+        ["optim.lr=2e-3", "data.sensors=[s1, s2_l2a]", "loss.high_freq_classes=[10, 30]"],
+    )
+    assert cfg.optim.lr == 2e-3
+    assert cfg.data.global_scale == (0.3, 1.0)
+    assert cfg.data.sensors == ["s1", "s2_l2a"]
+    assert cfg.loss.high_freq_classes == [10, 30]
+    assert cfg.optim.epochs == 100  # untouched default
+    assert load_config(PretrainConfig, None, ["train.max_steps=null"]).train.max_steps is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (["optim.lrr=1"], r"unknown config key 'optim.lrr' \(did you mean 'lr'\?\)"),
+        (["nosection.x=1"], "unknown config key 'nosection'"),
+        (["optim.epochs=1.5"], "optim.epochs: expected an integer"),
+        (["data.fusion=1"], "data.fusion: expected true or false"),
+        (["optim.lr=fast"], "optim.lr: expected a number"),
+        (["train.strategy=zero3"], r"train.strategy: expected one of \['ddp', 'fsdp'\]"),
+        (["data.global_scale=[0.1]"], "data.global_scale: expected 2 values"),
+        (["data.sensors=[s1, 3]"], r"data.sensors\[1\]: expected a string"),
+        (["optim.lr"], "not of the form key=value"),
+        (["loss.alpha=1.5"], r"loss.alpha must be in \[0, 1\]"),
+        (["data.sensors=[s3]"], "data.sensors must be drawn from"),
+        (["data.global_size=100"], "multiple of 16"),
+        (["model.name=vit_huge"], "model.name must be one of"),
+        (["optim=3"], "optim: expected a mapping"),
+    ],
+)
+def test_strict_overrides(overrides: list[str], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_config(PretrainConfig, None, overrides)
+
+
+def test_unknown_key_in_file_names_the_file(tmp_path: Path) -> None:
+    p = _write(tmp_path, {"loss": {"dual_centring": False}})
+    with pytest.raises(ConfigError, match=r"cfg.yaml: unknown config key 'loss.dual_centring'"):
+        load_config(PretrainConfig, p)
+    p.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(PretrainConfig, p)
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(PretrainConfig, tmp_path / "missing.yaml")
+
+
+def test_save_roundtrip_and_diff(tmp_path: Path) -> None:
+    cfg = load_config(PretrainConfig, None, ["optim.lr=3e-4", "data.n_local=4"])
+    path = save_config(cfg, tmp_path / "run" / "config.yaml")
+    again = load_config(PretrainConfig, path)
+    assert again == cfg
+    other = load_config(PretrainConfig, path, ["optim.lr=1e-4"])
+    assert config_diff(to_dict(cfg), to_dict(other)) == ["optim.lr"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_configs_load(name: str) -> None:
+    cfg = load_config(PretrainConfig, shipped_config(name))
+    assert cfg.validate() is cfg
+
+
+def test_shipped_recipes() -> None:
+    base = load_config(PretrainConfig, shipped_config("pretrain_base_majortom"))
+    large = load_config(PretrainConfig, shipped_config("pretrain_large_majortom"))
+    tiny = load_config(PretrainConfig, shipped_config("pretrain_tiny_cpu.yaml"))
+    assert base.model.name == "terrafm_base" and base.optim.epochs == 150
+    assert large.model.name == "terrafm_large" and large.optim.epochs == 200
+    assert large.train.strategy == "fsdp"
+    assert tiny.model.name == "terrafm_tiny" and tiny.train.device == "cpu"
+    with pytest.raises(ConfigError, match="no shipped config"):
+        shipped_config("pretrain_giant")
+
+
+def test_ablation_switches() -> None:
+    ov = ablation_overrides(["fusion", "dual_centering"])
+    cfg = load_config(PretrainConfig, None, ov)
+    assert cfg.data.fusion is False and cfg.loss.dual_centering is False
+    assert cfg.data.modality_aug is True
+    with pytest.raises(ConfigError, match="unknown ablation"):
+        ablation_overrides(["ibot"])
