@@ -13,7 +13,7 @@ def test_fast_path_matches_and_follows_weight_changes(tmp_path, deterministic):
     with torch.inference_mode():
         fast = m(x)
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=0)
-    assert "s2_l1c" in m._fast._cache  # the folded path was really taken
+    assert ("stem:s2_l1c", torch.float32) in m._fast._cache  # the folded path was really taken
 
     # load other weights: the cache must not serve the old fold
     other = terrafm.create_model("terrafm_tiny").eval()

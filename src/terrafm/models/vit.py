@@ -21,7 +21,7 @@ from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from terrafm.models.fast import FastStem
+from terrafm.models.fast import FastPath
 from terrafm.models.patch_embed import SensorStems
 from terrafm.sensors import SENSOR_KEYS, get_sensor
 
@@ -100,7 +100,7 @@ class TerraFM(nn.Module):
             for i in range(cfg.depth)
         )
         self.norm = norm(d)
-        self._fast = FastStem()
+        self._fast = FastPath()
         self.init_weights()
 
     # ------------------------------------------------------------------ init
@@ -201,11 +201,22 @@ class TerraFM(nn.Module):
         keys = list(inputs)
         single = len(keys) == 1 and (masks is None or bool(masks[keys[0]].all()))
         if single and self._fast_enabled():
-            x = self._fast(self.patch_embed, keys[0], inputs[keys[0]])
+            x = self._fast.stem(self.patch_embed, keys[0], inputs[keys[0]])
         else:
             x = self.patch_embed(inputs, masks)
         x = torch.cat((self.cls_token.expand(b, -1, -1).to(x.dtype), x), dim=1)
         return x + self.interpolate_pos_encoding(gh, gw).to(x.dtype), gh, gw
+
+    def _run_blocks(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
+        """Outputs of blocks ``0..upto`` (default: all), via the fast path when it applies."""
+        blocks = self.blocks if upto is None else self.blocks[: upto + 1]
+        if self._fast_enabled():
+            return self._fast.blocks(blocks, self.cfg.num_heads, x)
+        outs = []
+        for blk in blocks:
+            x = blk(x)
+            outs.append(x)
+        return outs
 
     # ------------------------------------------------------------------ contract
     def forward_features(self, inputs: Inputs, masks: Masks = None) -> dict[str, torch.Tensor]:
@@ -216,8 +227,7 @@ class TerraFM(nn.Module):
             (B, 1 + N, D) and ``grid`` (a (2,) long tensor with the patch grid height and width).
         """
         x, gh, gw = self.prepare_tokens(inputs, masks)
-        for blk in self.blocks:
-            x = blk(x)
+        x = self._run_blocks(x)[-1]
         xn = self.norm(x)
         return {
             "x_norm_clstoken": xn[:, 0],
@@ -263,15 +273,10 @@ class TerraFM(nn.Module):
         """
         wanted = self._block_indices(n)
         x, gh, gw = self.prepare_tokens(inputs, masks)
-        outs: dict[int, torch.Tensor] = {}
-        last = max(wanted)
-        for i, blk in enumerate(self.blocks[: last + 1]):
-            x = blk(x)
-            if i in wanted:
-                outs[i] = self.norm(x) if norm else x
+        block_outs = self._run_blocks(x, upto=max(wanted))
         result = []
         for i in wanted:
-            o = outs[i]
+            o = self.norm(block_outs[i]) if norm else block_outs[i]
             cls, patches = o[:, 0], o[:, 1:]
             if reshape:
                 patches = patches.reshape(o.shape[0], gh, gw, -1).permute(0, 3, 1, 2).contiguous()
