@@ -300,7 +300,7 @@ class _Writer(threading.Thread):
             return
         self.out.flush()
         if self.table is not None:
-            part = self.table.flush_part(len(self.progress.parts))
+            part = self.table.flush_part(self.table.next_part_number())
             if part is not None:
                 self.progress.parts.append(part)
         self.progress.done.update(self._pending)

@@ -362,8 +362,9 @@ def open_scene(specs: Sequence[SourceSpec]) -> Scene:
     try:
         picked = {s.sensor: _resolve(s, handles) for s in specs}
         grids = {path: _grid_of(h) for path, h in handles.items()}
+        # The scene grid: the finest band grid, the first input's on a tie (errors name the others).
         used = [p for bands in picked.values() for _, p, _ in bands]
-        ref_path = min(used, key=lambda p: (grids[p].res[0], p))
+        ref_path = min(used, key=lambda p: (grids[p].res[0], used.index(p)))
         ref = grids[ref_path]
         sources: dict[str, SensorSource] = {}
         notes = []

@@ -36,7 +36,7 @@ def footprint(w: Window, transform: Affine) -> shapely.Polygon:
         (w.col + w.width, w.row + w.height),
         (w.col, w.row + w.height),
     ]
-    return shapely.Polygon([transform * c for c in corners])
+    return shapely.Polygon([transform @ c for c in corners])
 
 
 def table_schema(dim: int) -> pa.Schema:
@@ -121,6 +121,11 @@ class TableWriter:
             "geometry": geoms,
         }
         return pa.table(cols, schema=table_schema(self.dim))
+
+    def next_part_number(self) -> int:
+        """One past the highest part on disk, so a part is never overwritten (even an orphan)."""
+        numbers = [int(p.stem.split("-")[1]) for p in self.parts_dir.glob("part-*.parquet")]
+        return max(numbers, default=-1) + 1
 
     def flush_part(self, number: int) -> str | None:
         """Write pending rows as part ``number``; returns its file name (None if nothing pending)."""

@@ -130,8 +130,8 @@ class WindowGrid:
         p = self.patch
         gh, gw = self.out_shape
         wh, ww = self.window_shape
-        rs = axis_starts(gh, wh // p, self.stride // p)
-        cs = axis_starts(gw, ww // p, self.stride // p)
+        rs = axis_starts(gh, self.window // p, self.stride // p)
+        cs = axis_starts(gw, self.window // p, self.stride // p)
         r_own = owned_ranges(rs, wh // p)
         c_own = owned_ranges(cs, ww // p)
         out = []

@@ -33,7 +33,7 @@ TILE = 16
 
 def output_transform(transform: Affine, patch: int = 16) -> Affine:
     """Transform of the embedding raster: one pixel per ``patch`` x ``patch`` input pixels."""
-    return transform * Affine.scale(patch)
+    return transform @ Affine.scale(patch)
 
 
 def block_checksum(block: np.ndarray) -> int:
@@ -105,7 +105,6 @@ class EmbeddingWriter:
                     "width": src.width,
                     "dtype": src.dtypes[0],
                     "transform": src.transform,
-                    "tiled": src.profile.get("tiled", False),
                 }
                 crs_ok = (src.crs is None and self.profile["crs"] is None) or (
                     src.crs is not None
