@@ -1,4 +1,7 @@
 """Pretraining data: Major-TOM and GeoTIFF-folder sources, curation, sampling, multi-crop views.
 
-See ``docs/data.md``. Submodules are imported on use; this package has no import-time side effects.
+Entry point: :func:`terrafm.data.loader.build_pretrain_loader` (see ``docs/data.md``). Modules:
+``majortom`` (writer + lazy reader), ``sources`` (paired Major-TOM cells), ``folder`` (GeoTIFF
+folders), ``landcover``, ``curation``, ``sampling``, ``multicrop``, ``dataset``, ``loader``,
+``skips``, ``inspect``. Submodules are imported on use: no import-time side effects.
 """
