@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,8 +105,8 @@ def _ids_digest(refs: Sequence[SampleRef]) -> str:
 
 
 def round_to_patch(size: int, patch: int = 16) -> int:
-    """The multiple of ``patch`` nearest to ``size`` (at least one patch)."""
-    return max(patch, int(round(size / patch)) * patch)
+    """The multiple of ``patch`` nearest to ``size``, halves rounded up (at least one patch)."""
+    return max(patch, math.floor(size / patch + 0.5) * patch)
 
 
 @dataclass

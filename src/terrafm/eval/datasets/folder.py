@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +27,18 @@ from typing import Any
 
 import numpy as np
 import rasterio
+from rasterio.errors import NotGeoreferencedWarning
 
 from terrafm.checkpoint import atomic_write
-from terrafm.eval.tasks import KINDS, EvalTask, RawSample, SampleError, SampleRef, SensorSpec
+from terrafm.eval.tasks import (
+    KINDS,
+    EvalTask,
+    RawSample,
+    SampleError,
+    SampleRef,
+    SensorSpec,
+    round_to_patch,
+)
 from terrafm.sensors import canonical_band_name
 
 __all__ = ["FolderSample", "load_folder_task", "read_geotiff", "write_folder_task"]
@@ -44,9 +54,11 @@ def read_geotiff(path: Path, bands: Sequence[str] | None = None) -> np.ndarray:
     """All bands of a GeoTIFF as (C, H, W); checks stored band names against ``bands``."""
     if not path.is_file():
         raise SampleError(f"{path}: file not found")
-    with rasterio.open(path) as src:
-        data = src.read()
-        desc = src.descriptions
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # tasks need no georeference
+        with rasterio.open(path) as src:
+            data = src.read()
+            desc = src.descriptions
     if bands is not None:
         if data.shape[0] != len(bands):
             raise SampleError(
@@ -140,6 +152,13 @@ def load_folder_task(root: str | Path, image_size: int | None = None) -> EvalTas
             mask = read_geotiff(root / "masks" / f"{ref.key}.tif")[0]
         return RawSample(images, None, mask)
 
+    if image_size is None:  # every sample is resized to the first one's size, rounded to 16
+        first = next(r for refs in splits.values() for r in refs)
+        key = next(iter(sensors))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(root / key / f"{first.key}.tif") as src:
+                image_size = round_to_patch(max(src.height, src.width))
     return EvalTask(
         benchmark="folder",
         name=str(meta.get("name", root.name)),
@@ -181,10 +200,12 @@ def _write_tif(
     }
     if sample.crs and sample.transform is not None:
         profile.update(crs=sample.crs, transform=sample.transform)
-    with atomic_write(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
-        dst.write(data)
-        for i, name in enumerate(names or []):
-            dst.set_band_description(i + 1, name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with atomic_write(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(data)
+            for i, name in enumerate(names or []):
+                dst.set_band_description(i + 1, name)
 
 
 def write_folder_task(

@@ -172,13 +172,31 @@ def _band_layout(path: Path, task: str) -> tuple[list[str], list[str]]:
         if key == "label" or not isinstance(key, str):
             continue
         gb = _band_key_name(key)
-        name = errata.get(gb, GEOBENCH_S2_NAMES.get(gb, gb))
+        # Non-S2 channels (So2Sat's "01 - VH.Real", cloud probability) keep a prefixed name so
+        # their leading number is never read as an S2 band number.
+        name = errata.get(gb, GEOBENCH_S2_NAMES.get(gb, f"geobench:{gb}"))
         if name in seen:  # later dates of a time series: the first date is used
             continue
         seen.add(name)
         keys.append(key)
         names.append(name)
     return keys, names
+
+
+def _first_layout(
+    paths: list[Path], task: str, tries: int = 5
+) -> tuple[Path, list[str], list[str]]:
+    """The band layout of the first readable sample (a bad file is logged, not fatal here)."""
+    if not paths:
+        raise FileNotFoundError(f"GEO-Bench task {task}: the default partition lists no samples")
+    errors = []
+    for path in paths[:tries]:
+        try:
+            return (path, *_band_layout(path, task))
+        except Exception as e:
+            log.warning("GEO-Bench %s: cannot read the band layout of %s: %s", task, path, e)
+            errors.append(e)
+    raise errors[0]
 
 
 def _stack(path: Path, f: h5py.File, keys: list[str]) -> np.ndarray:
@@ -230,10 +248,7 @@ def load_geobench(name: str, data_root: str | Path, *, image_size: int | None = 
         s: [SampleRef(n, str(task_dir / f"{n}.hdf5")) for n in ids]
         for s, ids in parts["default"].items()
     }
-    first = next((Path(r.key) for refs in splits.values() for r in refs), None)
-    if first is None:
-        raise FileNotFoundError(f"{task_dir}: the default partition lists no samples")
-    keys, names = _band_layout(first, key)
+    first, keys, names = _first_layout([Path(r.key) for refs in splits.values() for r in refs], key)
 
     def load(ref: SampleRef) -> RawSample:
         path = Path(ref.key)

@@ -1,0 +1,77 @@
+"""``terrafm eval`` through the real CLI with terrafm_tiny on tiny generated tasks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from terrafm.cli import main
+from terrafm.eval.datasets.folder import FolderSample, write_folder_task
+from terrafm.sensors import get_sensor
+
+S2 = list(get_sensor("s2_l2a").band_names)
+
+
+def _folder(tmp_path, kind="classification"):
+    rng = np.random.default_rng(0)
+    samples = []
+    for i in range(8):
+        c = i % 2
+        s2 = rng.normal(800 + 1500 * c, 100, (12, 32, 32)).astype(np.uint16)
+        s1 = rng.normal(-18 + 6 * c, 1, (2, 32, 32)).astype(np.float32)
+        mask = np.full((32, 32), c, np.uint8) if kind == "segmentation" else None
+        samples.append(FolderSample(f"p{i}", "train" if i < 6 else "test", {"s2_l2a": s2, "s1": s1},
+                                    c if kind == "classification" else None, mask))  # fmt: skip
+    sensors = {"s2_l2a": {"bands": S2, "unit": "DN"}, "s1": {"bands": ["VV", "VH"], "unit": "dB"}}
+    return write_folder_task(tmp_path / kind, "toy", kind, ["dry", "wet"], sensors, samples)
+
+
+def test_cli_knn_each_sensor_and_fused(tmp_path, capsys):
+    root = _folder(tmp_path)
+    out = tmp_path / "run"
+    rc = main(["eval", "--benchmark", "folder", "--data-root", str(root), "--protocol", "knn",
+               "--model", "terrafm_tiny", "--sensors", "s1", "s2_l2a", "s1,s2_l2a", "--out", str(out),
+               "--no-progress", "--device", "cpu"])  # fmt: skip
+    assert rc == 0
+    record = json.loads((out / "result.json").read_text())
+    assert [r["sensors"] for r in record["results"]] == [["s1"], ["s2_l2a"], ["s1", "s2_l2a"]]
+    assert all(r["metrics"]["top1"] == 100.0 for r in record["results"])
+    assert "random initialisation" in record["model"]["weights"]
+    report = (out / "report.md").read_text()
+    assert "| folder/toy | knn | s1+s2_l2a | default | top1 | **100.0** | — |" in report
+    assert list((out / "features").glob("*.safetensors"))  # cached by default
+    assert "folder/toy knn [s1+s2_l2a] top1 = 100.00" in capsys.readouterr().out
+
+
+def test_cli_segmentation_with_checkpoint(tmp_path):
+    import terrafm
+    from terrafm.checkpoint import save_weights
+
+    ckpt = save_weights(
+        terrafm.create_model("terrafm_tiny"), tmp_path / "tiny.safetensors", "terrafm_tiny"
+    )
+    root = _folder(tmp_path, "segmentation")
+    out = tmp_path / "seg"
+    rc = main(["eval", "--benchmark", "folder", "--data-root", str(root), "--protocol", "seg-linear",
+               "--checkpoint", str(ckpt), "--epochs", "2", "--tile", "16", "--out", str(out),
+               "--no-progress", "--no-cache", "--device", "cpu"])  # fmt: skip
+    assert rc == 0
+    record = json.loads((out / "result.json").read_text())
+    assert record["model"] == {"name": "terrafm_tiny", "weights": str(ckpt)}
+    assert set(record["results"][0]["metrics"]) == {"miou", "iou_dry", "iou_wet"}
+    assert not (out / "features").exists()
+
+
+def test_cli_suite_records_missing_data_as_failures(tmp_path):
+    out = tmp_path / "suite"
+    rc = main(["eval", "--suite", "landslide4sense", "--data-root", str(tmp_path), "--model", "terrafm_tiny",
+               "--out", str(out), "--no-progress", "--device", "cpu"])  # fmt: skip
+    assert rc == 1
+    record = json.loads((out / "result.json").read_text())
+    assert "no Landslide4Sense data" in record["results"][0]["error"]
+    report = (out / "report.md").read_text()
+    assert (
+        "failed: FileNotFoundError" in report
+        and "TerraFM-B" not in report.split("## All")[0].split("failed")[0]
+    )
