@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from terrafm.data.curation import TileRef
+from terrafm.data.curation import TileRef, TileTable
 from terrafm.data.multicrop import MultiCrop
 from terrafm.data.sampling import SampleKey
 from terrafm.data.skips import SampleError
@@ -55,7 +55,7 @@ class TileDataset(Dataset[dict[str, object]]):
         for s in sensors:
             get_sensor(s)
         self.sources = list(sources)
-        self.refs = list(refs)
+        self.refs = refs
         self.sensors = tuple(sensors)
         self.max_invalid = max_invalid
         self.require_all = require_all
@@ -63,7 +63,10 @@ class TileDataset(Dataset[dict[str, object]]):
     def __len__(self) -> int:
         return len(self.refs)
 
-    def strata(self) -> list[tuple[int, str, str]]:
+    def strata(self) -> np.ndarray | list[tuple[int, str, str]]:
+        """One stratum (id or tuple) per tile, for the sampler."""
+        if isinstance(self.refs, TileTable):
+            return self.refs.stratum_ids
         return [r.stratum for r in self.refs]
 
     def load(self, index: int) -> tuple[dict[str, torch.Tensor], list[SampleError]]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from terrafm.data.curation import TileTable
 from terrafm.data.loader import CurationConfig, QualityConfig, build_pretrain_dataset
 from terrafm.data.skips import SampleError, SkipLog
 from terrafm.data.tiles import TileSource
@@ -75,7 +76,14 @@ def inspect_roots(
     qual = quality or QualityConfig()
     ds = build_pretrain_dataset(roots, sensors, curation=curation, quality=qual, seed=seed)
     tiles = ds.tiles
-    report = DataReport(dict(ds.report), Counter(tiles.strata()))  # type: ignore[attr-defined]
+    refs = tiles.refs
+    strata: Counter[tuple[int, str, str]] = Counter()
+    if isinstance(refs, TileTable):
+        ids, counts = np.unique(refs.stratum_ids, return_counts=True)
+        strata.update({refs.strata[int(i)]: int(n) for i, n in zip(ids, counts)})
+    else:
+        strata.update(r.stratum for r in refs)
+    report = DataReport(dict(ds.report), strata)  # type: ignore[attr-defined]
     picks = np.unique(np.linspace(0, len(tiles) - 1, min(scan, len(tiles))).astype(int))
     t0 = time.perf_counter()
     for i in picks if scan > 0 else []:

@@ -379,8 +379,14 @@ class MajorTomProduct:
             )
         df = table.select(cols).to_pandas()
         df["grid_cell"] = df["grid_cell"].astype(str)
+        # Compact columns: millions of rows share a few thousand file names and CRSs, and only the
+        # processing baseline of product_id is needed (-1 when it has none).
+        ids = df.pop("product_id") if "product_id" in df else pd.Series([""] * len(df))
+        df["baseline"] = np.array([processing_baseline(str(v)) or -1 for v in ids], np.int16)
+        df["parquet_url"] = df["parquet_url"].astype("category")
         if "crs" in df:
             df["crs"] = df["crs"].map(lambda v: repair_crs(v) if isinstance(v, str) else v)
+            df["crs"] = df["crs"].astype("category")
         return df
 
     def image_file(self, i: int) -> str:
@@ -492,10 +498,8 @@ class MajorTomProduct:
         if spec.sensor == "s1":
             tile_data = _s1_tile(arrays, nodata_tags)
         else:
-            product_id = (
-                str(self.metadata["product_id"].iat[i]) if "product_id" in self.metadata else ""
-            )
-            tile_data = _s2_tile(arrays, nodata_tags, model_bands, mask, product_id, harmonize)
+            baseline = int(self.metadata["baseline"].iat[i])
+            tile_data = _s2_tile(arrays, nodata_tags, model_bands, mask, baseline, harmonize)
         return tile_data, cell
 
 
@@ -542,7 +546,7 @@ def _s2_tile(
     nodata_tags: dict[str, float | None],
     bands: list[str],
     mask: list[str],
-    product_id: str,
+    baseline: int,
     harmonize: bool,
 ) -> SensorTile:
     """S2 bands to a :class:`SensorTile` (stem order, offset removed, no-data and cloud masked)."""
@@ -550,8 +554,7 @@ def _s2_tile(
     nodata = [nodata_tags[b] if nodata_tags[b] is not None else 0.0 for b in ten_m]
     empty = np.all([arrays[b] == nd for b, nd in zip(ten_m, nodata)], axis=0)  # (T, T)
     data = np.stack([arrays[b].astype(np.float32) for b in bands])  # (12, T, T) in stem order
-    baseline = processing_baseline(product_id)
-    if harmonize and baseline is not None and baseline >= 400:
+    if harmonize and baseline >= 400:
         data -= BOA_ADD_OFFSET  # DN = reflectance x 1e4 + 1000 since baseline 04.00 (SPEC §1)
     valid = ~empty
     if mask:

@@ -24,12 +24,19 @@ __all__ = ["SampleKey", "StratifiedSampler", "stratum_weights"]
 SampleKey = tuple[int, int, int]  # (dataset index, epoch, position in the epoch's global stream)
 
 
-def stratum_weights(strata: Sequence[Hashable], balance: float = 1.0) -> np.ndarray:
-    """Per-item weights ``count(stratum) ** -balance``, normalised to sum to 1."""
+def stratum_weights(strata: Sequence[Hashable] | np.ndarray, balance: float = 1.0) -> np.ndarray:
+    """Per-item weights ``count(stratum) ** -balance``, normalised to sum to 1.
+
+    ``strata`` is one hashable per item, or an integer array of stratum ids (fast path).
+    """
     if not len(strata):
         raise ValueError("cannot sample from an empty dataset")
-    counts = Counter(strata)
-    w = np.array([counts[s] ** -float(balance) for s in strata], dtype=np.float64)
+    if isinstance(strata, np.ndarray):
+        _, inverse, counts = np.unique(strata, return_inverse=True, return_counts=True)
+        w = counts[inverse].astype(np.float64) ** -float(balance)
+    else:
+        n_of = Counter(strata)
+        w = np.array([n_of[s] ** -float(balance) for s in strata], dtype=np.float64)
     return w / w.sum()
 
 
@@ -50,7 +57,7 @@ class StratifiedSampler(Sampler[SampleKey]):
 
     def __init__(
         self,
-        strata: Sequence[Hashable],
+        strata: Sequence[Hashable] | np.ndarray,
         num_samples: int | None = None,
         *,
         seed: int = 0,
