@@ -156,3 +156,24 @@ def test_folder_root_through_the_loader(real_data: Path, tmp_path: Path) -> None
     assert batch["teacher"][0]["inputs"]["s2_l1c"].shape == (2, 12, 64, 64)
     assert batch["student_local"][1]["inputs"]["s1"].shape == (2, 2, 32, 32)
     assert batch["landcover"].tolist() == [0, 0]  # no WorldCover raster: unknown class
+
+
+def test_folder_scene_worldcover_gives_tile_classes(tmp_path: Path) -> None:
+    """A 20 m WorldCover raster over a 64 px S1 scene: per-tile dominant classes on the 10 m grid."""
+    s1 = np.full((1, 64, 64), -12.0, np.float32)
+    for pol in ("VV", "VH"):
+        (tmp_path / f"scene_{pol}.tif").write_bytes(
+            encode_geotiff(s1, "EPSG:32633", (10, 0, 0, 0, -10, 640))
+        )
+    wc = np.full((32, 32), 10, np.uint8)
+    wc[:, 16:] = 40  # right half cropland
+    (tmp_path / "wc.tif").write_bytes(encode_geotiff(wc, "EPSG:32633", (20, 0, 0, 0, -20, 640)))
+    scene = RasterScene(
+        "s",
+        {"s1": [str(tmp_path / "scene_VV.tif"), str(tmp_path / "scene_VH.tif")]},
+        worldcover=str(tmp_path / "wc.tif"),
+    )
+    (cell,) = GeoTiffFolderSource([scene], ["s1"], tile_size=32).cells()
+    assert cell.tile_classes == (10, 40, 10, 40)
+    assert cell.landcover is not None and cell.landcover.dominant in (10, 40)
+    assert abs(cell.landcover.hist[0] - 0.5) < 1e-9

@@ -144,3 +144,14 @@ def test_landcover_table_and_worldcover_raster(tmp_path: Path) -> None:
         and abs(sum(lc.hist) - 1) < 1e-9
         and lc.hist[WORLDCOVER_CLASSES.index(50)] == 0.25
     )
+
+
+def test_tile_table_indexing() -> None:
+    cells = [CellInfo("a", ("s1",), 4, _lc("a", 10)), CellInfo("b", ("s1",), 4, _lc("b", 30))]
+    table, _ = curate([cells])
+    assert len(table) == 8 and table[-1].name == "b/3" and table[5].landcover == 30
+    assert [r.tile for r in table[2:6]] == [2, 3, 0, 1]
+    with pytest.raises(IndexError):
+        table[8]
+    assert table.strata == [(10, "Cfb", "europe"), (30, "Cfb", "europe")]
+    np.testing.assert_array_equal(stratum_weights(table.stratum_ids), [1 / 8] * 8)
