@@ -333,6 +333,15 @@ def _batches(
         yield got
 
 
+def _stack(arrays: list[np.ndarray], batch: int) -> np.ndarray:
+    """(batch, C, h, w): the arrays, then zeros. Every forward pass has the same batch size, so a
+    window gets bit-identical features whichever windows share its batch (a resumed run equals an
+    uninterrupted one); the padding costs at most one partial batch per scene."""
+    out = np.zeros((batch, *arrays[0].shape), dtype=np.float32)
+    out[: len(arrays)] = arrays
+    return out
+
+
 def _owned_valid(w: Window, data: WindowData, min_valid: float) -> np.ndarray:
     """(h, w) bool over the window's owned output pixels."""
     rs, cs = w.own_slices(16)
@@ -401,7 +410,9 @@ def _run_windows(
                     report.skipped += 1
             if compute:
                 inputs = {
-                    s: torch.from_numpy(np.stack([d.inputs[s] for _, d, _ in compute]))
+                    s: torch.from_numpy(
+                        _stack([d.inputs[s] for _, d, _ in compute], opts.batch_size)
+                    )
                     for s in scene.sensors
                 }
                 fmap, cls = _forward(model, inputs, opts)
