@@ -120,7 +120,8 @@ class EvalTask:
         classes: class names (their index is the label).
         sensors: sensor key -> raw channel description.
         splits: split name (``train``/``val``/``test``) -> samples.
-        load: reads one sample.
+        load: reads one sample: ``load(ref, sensors=None)``, ``sensors`` naming the images wanted
+            (readers may return more).
         root: where the data lies (part of the feature-cache key).
         image_size: the protocol's input size (multiple of 16); ``None`` = native, rounded to 16.
         ignore_index: mask value excluded from losses and metrics.
@@ -137,7 +138,7 @@ class EvalTask:
     classes: list[str]
     sensors: dict[str, SensorSpec]
     splits: dict[str, list[SampleRef]]
-    load: Callable[[SampleRef], RawSample]
+    load: Callable[..., RawSample]
     root: Path
     image_size: int | None = None
     ignore_index: int = 255
@@ -277,7 +278,7 @@ class EvalTask:
         total_sq = np.zeros_like(total)
         count = 0
         for i in sorted(pick.tolist()):
-            x = self.stem_units(sensor, self.load(refs[i]).images[sensor], refs[i])
+            x = self.stem_units(sensor, self.load(refs[i], (sensor,)).images[sensor], refs[i])
             flat = x.reshape(x.shape[0], -1).astype(np.float64)
             flat = np.where(np.isfinite(flat), flat, np.nan)
             total += np.nansum(flat, 1)
@@ -380,7 +381,7 @@ class EvalDataset(Dataset):
             raise SampleError(msg) from e
 
     def _item(self, ref: SampleRef) -> dict[str, Any]:
-        raw = self.task.load(ref)
+        raw = self.task.load(ref, self.sensors)
         size = self.image_size
         inputs: dict[str, torch.Tensor] = {}
         for s in self.sensors:

@@ -31,7 +31,7 @@ The two-sensor tasks take ``bigearthnet_s1`` / ``bigearthnet_s2`` / ``dfc2020_s1
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import h5py
@@ -176,7 +176,7 @@ def _lines(path: Path) -> list[str]:
 def _cloud(d: Path) -> tuple[dict, Callable[[SampleRef], RawSample], dict, str, list[str]]:
     splits = {s: [SampleRef(f, f) for f in _lines(d / f"{s}.csv")] for s in SPLITS}
 
-    def load(ref: SampleRef) -> RawSample:
+    def load(ref: SampleRef, sensors: Sequence[str] | None = None) -> RawSample:
         img = read_geotiff(d / "s2_toa" / f"{ref.key}.tif")
         mask = read_geotiff(d / "cloud" / f"{ref.key}.tif")[0]
         return RawSample({"s2_l1c": img}, None, mask)
@@ -206,7 +206,7 @@ def _eurosat(
         splits[s] = refs
     bands = S1 if sensor == "s1" else S2_13_B8A_LAST
 
-    def load(ref: SampleRef) -> RawSample:
+    def load(ref: SampleRef, sensors: Sequence[str] | None = None) -> RawSample:
         return RawSample({sensor: read_geotiff(Path(ref.key))}, ref.label)
 
     unit = "dB" if sensor == "s1" else "DN"
@@ -237,15 +237,13 @@ def _ben(d: Path) -> tuple[dict, Callable[[SampleRef], RawSample], dict, str, li
             refs.append(SampleRef(Path(r[1]).stem, (r[0], r[1]), hot))
         splits[s] = refs
 
-    def load(ref: SampleRef) -> RawSample:
-        s1p, s2p = ref.key
-        return RawSample(
-            {
-                "s1": read_geotiff(d / "BigEarthNet-S1-5%" / s1p),
-                "s2_l2a": read_geotiff(d / "BigEarthNet-S2-5%" / s2p),
-            },
-            ref.label,
-        )
+    def load(ref: SampleRef, sensors: Sequence[str] | None = None) -> RawSample:
+        paths = {
+            "s1": d / "BigEarthNet-S1-5%" / ref.key[0],
+            "s2_l2a": d / "BigEarthNet-S2-5%" / ref.key[1],
+        }
+        wanted = sensors if sensors is not None else list(paths)
+        return RawSample({s: read_geotiff(paths[s]) for s in wanted}, ref.label)
 
     sensors = {"s1": SensorSpec(S1, "dB"), "s2_l2a": SensorSpec(S2_12, "DN")}
     return splits, load, sensors, "multilabel", classes
@@ -259,14 +257,16 @@ def _dfc(d: Path) -> tuple[dict, Callable[[SampleRef], RawSample], dict, str, li
     for src, dst in DFC_MAPPING.items():
         lut[src] = dst
 
-    def load(ref: SampleRef) -> RawSample:
+    def load(ref: SampleRef, sensors: Sequence[str] | None = None) -> RawSample:
         label = read_geotiff(d / "dfc" / ref.key)[0].astype(np.int64)
         if label.min() < 0 or label.max() > 255:
             raise SampleError(f"{d / 'dfc' / ref.key}: label values outside 0..255")
-        images = {
-            "s1": read_geotiff(d / "s1" / ref.key.replace("dfc", "s1")),
-            "s2_l1c": read_geotiff(d / "s2" / ref.key.replace("dfc", "s2")),
+        paths = {
+            "s1": d / "s1" / ref.key.replace("dfc", "s1"),
+            "s2_l1c": d / "s2" / ref.key.replace("dfc", "s2"),
         }
+        wanted = sensors if sensors is not None else list(paths)
+        images = {s: read_geotiff(paths[s]) for s in wanted}
         return RawSample(images, None, lut[label])
 
     sensors = {"s1": SensorSpec(S1, "dB"), "s2_l1c": SensorSpec(S2_13, "DN")}
@@ -285,7 +285,7 @@ def _lcz(d: Path) -> tuple[dict, Callable[[SampleRef], RawSample], dict, str, li
             labels = np.asarray(f["label"]).argmax(1)
         splits[s] = [SampleRef(f"{s}_{i}", (str(path), i), int(c)) for i, c in enumerate(labels)]
 
-    def load(ref: SampleRef) -> RawSample:
+    def load(ref: SampleRef, sensors: Sequence[str] | None = None) -> RawSample:
         path, i = ref.key
         with h5py.File(path, "r") as f:
             x = np.asarray(f["sen2"][i], dtype=np.float32)  # (32, 32, 10)

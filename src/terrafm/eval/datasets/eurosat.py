@@ -13,6 +13,7 @@ class for few-shot work with the rest split between val and test).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -130,7 +131,7 @@ def load_eurosat(
         if stems
     }
 
-    def load(ref: SampleRef) -> RawSample:
+    def load(ref: SampleRef, sensors: Sequence[str] | None = None) -> RawSample:
         return RawSample({"s2_l1c": read_geotiff(Path(ref.key))}, ref.label)
 
     return EvalTask(

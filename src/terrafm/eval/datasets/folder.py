@@ -137,16 +137,15 @@ def load_folder_task(root: str | Path, image_size: int | None = None) -> EvalTas
     root = Path(root)
     meta = _read_json(root / "task.json")
     kind, classes = meta["task"], [str(c) for c in meta["classes"]]
-    sensors = {
+    specs = {
         key: SensorSpec(tuple(spec["bands"]), str(spec.get("unit", "dB" if key == "s1" else "DN")))
         for key, spec in meta["sensors"].items()
     }
     splits = _read_samples(root / "samples.csv", kind, len(classes))
 
-    def load(ref: SampleRef) -> RawSample:
-        images = {
-            s: read_geotiff(root / s / f"{ref.key}.tif", spec.bands) for s, spec in sensors.items()
-        }
+    def load(ref: SampleRef, sensors: Sequence[str] | None = None) -> RawSample:
+        wanted = sensors if sensors is not None else list(specs)
+        images = {s: read_geotiff(root / s / f"{ref.key}.tif", specs[s].bands) for s in wanted}
         mask = None
         if kind == "segmentation":
             mask = read_geotiff(root / "masks" / f"{ref.key}.tif")[0]
@@ -154,7 +153,7 @@ def load_folder_task(root: str | Path, image_size: int | None = None) -> EvalTas
 
     if image_size is None:  # every sample is resized to the first one's size, rounded to 16
         first = next(r for refs in splits.values() for r in refs)
-        key = next(iter(sensors))
+        key = next(iter(specs))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(root / key / f"{first.key}.tif") as src:
@@ -164,7 +163,7 @@ def load_folder_task(root: str | Path, image_size: int | None = None) -> EvalTas
         name=str(meta.get("name", root.name)),
         kind=kind,
         classes=classes,
-        sensors=sensors,
+        sensors=specs,
         splits=splits,
         load=load,
         root=root,

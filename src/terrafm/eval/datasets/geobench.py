@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -250,7 +251,7 @@ def load_geobench(name: str, data_root: str | Path, *, image_size: int | None = 
     }
     first, keys, names = _first_layout([Path(r.key) for refs in splits.values() for r in refs], key)
 
-    def load(ref: SampleRef) -> RawSample:
+    def load(ref: SampleRef, sensors: Sequence[str] | None = None) -> RawSample:
         path = Path(ref.key)
         if not path.is_file():
             raise SampleError(f"{path}: sample file not found")

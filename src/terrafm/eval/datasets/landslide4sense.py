@@ -18,6 +18,7 @@ normalisation is ``dataset`` (per-band statistics of the training split).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
@@ -76,7 +77,7 @@ def load_landslide4sense(data_root: str | Path, *, image_size: int | None = 128)
     """The Landslide4Sense segmentation task (2 classes: non-landslide, landslide)."""
     root = Path(data_root)
 
-    def load(ref: SampleRef) -> RawSample:
+    def load(ref: SampleRef, sensors: Sequence[str] | None = None) -> RawSample:
         img_path, mask_path = ref.key
         img = _read(img_path, "img")
         if img.ndim != 3 or img.shape[-1] != len(L4S_BANDS):
