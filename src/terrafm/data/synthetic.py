@@ -131,7 +131,7 @@ class WorldConfig:
                     f"{name} must be a multiple of 6 and >= 48 (20 m bands are size/2, 60 m bands "
                     f"size/6 px), got {size}"
                 )
-        for name in ("cls_chip", "seg_chip"):
+        for name in ("cls_chip", "seg_chip") if self.task_cells_per_class else ():
             chip = getattr(self, name)
             if chip < 16 or chip % 16 or chip > self.heldout_size:
                 raise WorldError(

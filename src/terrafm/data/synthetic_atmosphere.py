@@ -45,7 +45,7 @@ _WV_K = np.array([0, 0, 0, 0, 0.01, 0.0, 0.01, 0.01, 0.02, 0.65, 0.02, 0.04], dt
 _GAS_T = np.array(
     [0.98, 0.99, 0.96, 0.97, 0.98, 0.99, 0.99, 0.99, 0.99, 1.0, 0.99, 0.97], dtype=np.float32
 )
-_B10_WV_K = 3.0  # B10 sits in a strong water-vapour band: the surface barely reaches orbit
+_B10_WV_K = 6.0  # B10 sits in a strong water-vapour band: the surface barely reaches orbit
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ def to_toa(
         path, trans = path[:, None, None], trans[:, None, None]
     toa = path + trans * surface
     # B10 sees the surface only through a strong water-vapour band: a faint SWIR-like echo.
-    b10 = 0.5 * surface[10] * atm.b10_transmittance() + 4.0
+    b10 = 0.3 * surface[10] * atm.b10_transmittance() + 4.0
     if cirrus is not None:
         toa = toa + 0.6 * cirrus[None]
         b10 = b10 + cirrus

@@ -45,6 +45,7 @@ __all__ = [
     "ChipPlan",
     "HeldOutCell",
     "TaskSummary",
+    "chip_rasters",
     "climates_for",
     "plan_chips",
     "render_heldout",
@@ -161,10 +162,16 @@ def _chip_transform(plan: CellPlan, y: int, x: int) -> tuple[float, ...]:
     return (a, b, c + a * x, d, e, f + e * y)
 
 
-def _perturb(
+def chip_rasters(
     cell: HeldOutCell, rng: np.random.Generator, y: int, x: int, chip: int
 ) -> dict[str, np.ndarray]:
-    """Chip rasters with their own illumination gain, atmosphere and S1 calibration offset."""
+    """The rasters of one chip as written: each chip gets its own illumination gain (L2A and L1C),
+    atmosphere (L1C path radiance and transmittance) and S1 calibration offset.
+
+    Returns:
+        sensor -> (C, chip, chip): ``s2_l2a`` uint16 DN (12 bands), ``s2_l1c`` uint16 DN (13
+        bands, B10 included), ``s1`` float32 dB (VV, VH).
+    """
     win = (slice(None), slice(y, y + chip), slice(x, x + chip))
     gain = float(rng.lognormal(0.0, 0.12))
     l2a = cell.s2_l2a[win] * gain
@@ -364,13 +371,13 @@ def write_tasks(
         for y, x, code in kept:
             sid = f"{plan.geo.grid_cell}_y{y:04d}_x{x:04d}"
             rng = np.random.default_rng([seed, 11, plan.index, y, x])
-            _write_rasters(cls_dir.tmp, sid, cell, _perturb(cell, rng, y, x, cls_chip), y, x)
+            _write_rasters(cls_dir.tmp, sid, cell, chip_rasters(cell, rng, y, x, cls_chip), y, x)
             cls_dir.rows.append((sid, split, str(chips.cls_codes.index(code))))
             _count(cls_sum, split, CLASS_NAMES[code])
         for y, x in _windows(plan.size, seg_chip):
             sid = f"{plan.geo.grid_cell}_y{y:04d}_x{x:04d}"
             rng = np.random.default_rng([seed, 13, plan.index, y, x])
-            _write_rasters(seg_dir.tmp, sid, cell, _perturb(cell, rng, y, x, seg_chip), y, x)
+            _write_rasters(seg_dir.tmp, sid, cell, chip_rasters(cell, rng, y, x, seg_chip), y, x)
             win = cell.codes[y : y + seg_chip, x : x + seg_chip]
             seg_pixels += np.bincount(win.ravel(), minlength=256)
             mask = lut[win]
