@@ -75,3 +75,31 @@ def test_cli_suite_records_missing_data_as_failures(tmp_path):
         "failed: FileNotFoundError" in report
         and "TerraFM-B" not in report.split("## All")[0].split("failed")[0]
     )
+
+
+def test_cli_suite_landslide4sense_beside_published(tmp_path):
+    from fake_benchmarks import write_landslide4sense
+
+    write_landslide4sense(tmp_path / "l4s", counts=(4, 1, 2), size=16)
+    out = tmp_path / "suite"
+    rc = main(["eval", "--suite", "landslide4sense", "--data-root", str(tmp_path / "l4s"), "--model", "terrafm_tiny",
+               "--epochs", "1", "--batch-size", "2", "--channels", "8", "--image-size", "32", "--out", str(out),
+               "--no-progress", "--device", "cpu"])  # fmt: skip
+    assert rc == 0
+    record = json.loads((out / "result.json").read_text())
+    r = record["results"][0]
+    assert r["protocol"] == "seg-upernet" and r["settings"]["normalization"] == "dataset"
+    assert {"miou", "iou_landslide", "iou_non_landslide"} <= set(r["metrics"])
+    report = (out / "report.md").read_text()
+    assert "TerraFM-B 70.8 · Prithvi-EO-2.0 300M 65.0" in report and "TerraFM-B 43.1" in report
+
+
+def test_suite_rows_yield_to_the_callers_settings():
+    from terrafm.eval.runner import EvalSettings
+    from terrafm.eval.suite import SUITES, _row_overrides
+
+    row = SUITES["geobench-finetune"][0]
+    assert "lrs" in _row_overrides(row, EvalSettings())
+    assert _row_overrides(row, EvalSettings(lr=1e-3)) == {}
+    cop = SUITES["copernicus"][1]
+    assert _row_overrides(cop, EvalSettings()) == {"flips": True}

@@ -5,15 +5,17 @@ suite                         rows
 ============================  ============================================================
 ``geobench-knn``              kNN on m-eurosat, m-bigearthnet, m-so2sat, m-brick-kiln with
                               100 % (``default``) and 1 % (``0.01x_train``) of training labels
-``geobench-finetune``         fine-tuning on the four classification tasks; patch linear
-                              probe on m-cashew-plant and m-SA-crop-type
+``geobench-finetune``         fine-tuning on the four classification tasks (learning rate
+                              picked on val among 3e-5, 1e-4, 3e-4); patch linear probe on
+                              m-cashew-plant and m-SA-crop-type
 ``copernicus``                Cloud-S2, DFC2020-S1/-S2 (UPerNet); EuroSAT-S1/-S2,
                               BigEarthNet-S1/-S2, LCZ-S2 (linear probe, flip views)
 ``landslide4sense``           UPerNet on the S2 bands
 ============================  ============================================================
 
 A row whose data is missing or broken is recorded as failed and the suite goes on (unless
-``fail_fast``).
+``fail_fast``). Row settings (flip views, the learning-rate sweep) apply only where the caller
+left that setting at its default.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ class SuiteRow:
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
+# Learning rates the fine-tuning rows choose from on the validation split (choice).
+FINETUNE_LRS = (3e-5, 1e-4, 3e-4)
 _GEO_CLS = ("m-eurosat", "m-bigearthnet", "m-so2sat", "m-brick-kiln")
 SUITES: dict[str, tuple[SuiteRow, ...]] = {
     "geobench-knn": tuple(
@@ -52,7 +56,9 @@ SUITES: dict[str, tuple[SuiteRow, ...]] = {
         for t in _GEO_CLS
         for p in ("default", "0.01x_train")
     ),
-    "geobench-finetune": tuple(SuiteRow("geobench", t, "finetune") for t in _GEO_CLS)
+    "geobench-finetune": tuple(
+        SuiteRow("geobench", t, "finetune", overrides={"lrs": FINETUNE_LRS}) for t in _GEO_CLS
+    )
     + tuple(SuiteRow("geobench", t, "seg-linear") for t in ("m-cashew-plant", "m-sa-crop-type")),
     "copernicus": (
         SuiteRow("copernicus", "cloud_s2", "seg-upernet"),
@@ -68,6 +74,15 @@ SUITES: dict[str, tuple[SuiteRow, ...]] = {
     ),
     "landslide4sense": (SuiteRow("landslide4sense", "landslide4sense", "seg-upernet"),),
 }
+
+
+def _row_overrides(row: SuiteRow, settings: EvalSettings) -> dict[str, Any]:
+    """A row's protocol settings, where the caller left the setting at its default."""
+    defaults = EvalSettings()
+    out = {k: v for k, v in row.overrides.items() if getattr(settings, k) == getattr(defaults, k)}
+    if settings.lr is not None:  # a learning rate given by the caller beats the row's sweep
+        out.pop("lrs", None)
+    return out
 
 
 def run_suite(
@@ -96,8 +111,9 @@ def run_suite(
                 tasks[key] = load_task(
                     row.benchmark, row.task, data_root, image_size=settings.image_size
                 )
+            overrides = _row_overrides(row, settings)
             res = evaluate(model, tasks[key], row.protocol, row.sensors, partition=row.partition,
-                           settings=settings, **row.overrides)  # fmt: skip
+                           settings=settings, **overrides)  # fmt: skip
         except Exception as e:
             if fail_fast:
                 raise
