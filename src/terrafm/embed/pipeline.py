@@ -136,6 +136,8 @@ class EmbedReport:
     recomputed: int = 0
     scene_pixels: int = 0
     seconds: float = 0.0
+    model_seconds: float = 0.0  # in forward passes (incl. host/device copies)
+    wait_seconds: float = 0.0  # the model waiting for windows to be read
     status: str = "done"
     notes: list[str] = field(default_factory=list)
 
@@ -310,18 +312,25 @@ class _Writer(threading.Thread):
 
 
 def _batches(
-    ready: queue.Queue, total: int, batch: int, threads: Sequence[threading.Thread]
+    ready: queue.Queue,
+    total: int,
+    batch: int,
+    threads: Sequence[threading.Thread],
+    report: EmbedReport,
 ) -> Iterator[list[tuple[Window, WindowData]]]:
-    """Group ready windows into batches (windows with no valid output come alone)."""
+    """Group read windows into batches of ``batch`` (the last may be smaller)."""
     got: list[tuple[Window, WindowData]] = []
     seen = 0
     while seen < total:
+        t0 = time.monotonic()
         try:
             w, data = ready.get(timeout=_POLL)
         except queue.Empty:
+            report.wait_seconds += time.monotonic() - t0
             if not any(t.is_alive() for t in threads) and ready.empty():
                 raise EmbedError("reader threads ended before all windows were read") from None
             continue
+        report.wait_seconds += time.monotonic() - t0
         seen += 1
         if isinstance(data, _Failure):
             raise data.exc
@@ -398,7 +407,7 @@ def _run_windows(
     for t in readers:
         t.start()
     try:
-        for batch in _batches(ready, len(todo_windows), opts.batch_size, readers):
+        for batch in _batches(ready, len(todo_windows), opts.batch_size, readers, report):
             compute = []
             for w, data in batch:
                 owned = _owned_valid(w, data, opts.min_valid)
@@ -415,7 +424,9 @@ def _run_windows(
                     )
                     for s in scene.sensors
                 }
+                t0 = time.monotonic()
                 fmap, cls = _forward(model, inputs, opts)
+                report.model_seconds += time.monotonic() - t0
                 for i, (w, data, owned) in enumerate(compute):
                     rs, cs = w.own_slices(16)
                     block = fmap[i, :, rs, cs].numpy().copy()
