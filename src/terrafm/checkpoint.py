@@ -38,6 +38,7 @@ __all__ = [
     "load_weights",
     "published_state_dict",
     "read_metadata",
+    "read_state_dict",
     "save_published",
     "save_weights",
 ]
@@ -132,6 +133,14 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
             return {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a published ``.pth`` (safe unpickler, wrappers stripped) or a ``.safetensors``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    return _read_safetensors(path) if path.suffix == ".safetensors" else _read_pth(path)
 
 
 def load_weights(model: TerraFM, path: str | Path, model_name: str | None = None) -> LoadReport:

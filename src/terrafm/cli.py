@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve-export": ("terrafm.commands.serve_export", "export the encoder to ONNX or torch.export for serving"),
     "pretrain": ("terrafm.commands.pretrain", "self-supervised pretraining (DINO + dual centering) from a YAML config"),
     "export": ("terrafm.commands.export", "export a pretraining run's encoder as published .pth + .safetensors"),
+    "weights": ("terrafm.commands.weights", "list, describe, fetch (verified) and hash registered weights"),
     "make-world": ("terrafm.commands.make_world", "generate the built-in synthetic multi-sensor world and its held-out tasks"),
 }
 

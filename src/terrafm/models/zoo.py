@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from terrafm.models.vit import TerraFM, TerraFMConfig
+
+if TYPE_CHECKING:
+    from terrafm.registry import TerraFMWeights, Weights
 
 __all__ = ["MODEL_CONFIGS", "create_model", "list_models", "model_config"]
 
@@ -40,18 +44,25 @@ def model_config(name: str, **overrides: object) -> TerraFMConfig:
     return TerraFMConfig.from_dict(d)
 
 
-def create_model(name: str, pretrained: str | Path | None = None, **overrides: object) -> TerraFM:
+def create_model(
+    name: str,
+    pretrained: str | Path | bool | Weights | TerraFMWeights | None = None,
+    **overrides: object,
+) -> TerraFM:
     """Build a TerraFM encoder, optionally loading weights.
 
     Args:
         name: ``terrafm_base``, ``terrafm_large``, ``terrafm_small`` or ``terrafm_tiny``.
         pretrained: a published TerraFM ``.pth`` (a flat dict of tensors, loaded without running
-            pickled code) or a terrafm ``.safetensors`` checkpoint with its metadata.
+            pickled code) or a terrafm ``.safetensors`` checkpoint with its metadata; or a
+            :mod:`terrafm.registry` weights name / entry / enum member, or ``True`` for the
+            variant's default entry (URL entries need a known sha256: see
+            :func:`terrafm.registry.fetch_weights`).
         overrides: config fields to change (``drop_path_rate``, ``fusion_queries`` ...).
     """
-    from terrafm.checkpoint import load_weights
+    from terrafm.registry import load_pretrained
 
     model = TerraFM(model_config(name, **overrides))
-    if pretrained is not None:
-        load_weights(model, pretrained, model_name=name)
+    if pretrained is not None and pretrained is not False:
+        load_pretrained(model, name, pretrained)
     return model
