@@ -157,9 +157,9 @@ class WorldConfig:
 
 PRESETS: dict[str, WorldConfig] = {
     # Whole quickstart (generate + pretrain + evaluate) in 15 minutes on 2 cores.
-    "quickstart": WorldConfig(cells=160, cell_size=192, task_cells_per_class=8, seg_chip=96),
+    "quickstart": WorldConfig(cells=128, cell_size=192, task_cells_per_class=6, seg_chip=96),
     # Bigger cells and more of them; still generates in about a minute on 2 cores.
-    "default": WorldConfig(cells=400, cell_size=264, task_cells_per_class=12, seg_chip=128),
+    "default": WorldConfig(cells=256, cell_size=240, task_cells_per_class=8, seg_chip=112),
 }
 
 

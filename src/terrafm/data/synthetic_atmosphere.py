@@ -4,10 +4,12 @@ A simple single-scattering model per band b (wavelength lambda in µm), good eno
 look that matters to a model — bright, hazy blue/coastal bands, water-vapour-absorbed B09, a
 cirrus band B10 that is dark except over high cloud — and to vary between scenes:
 
-- Rayleigh optical depth ``0.0088 lambda^-4.05``; aerosol optical depth ``tau550 (lambda/0.55)^-alpha``;
-- path reflectance ``(0.33 tau_r + 0.08 tau_a) / cos(sza)``-like; two-way transmittance
-  ``exp(-m (0.5 tau_r + 0.35 tau_a)) * T_gas``, with water-vapour absorption in B09 and B10;
-- ``L1C = path + T * L2A`` (reflectance x 10000 = DN).
+- Rayleigh optical depth ``0.0088 lambda^-4.05``; aerosol ``tau550 (lambda / 0.55)^-alpha``;
+- path reflectance ``(0.33 tau_r + 0.08 tau_a) cos(40°) / cos(sza)``; two-way transmittance
+  ``exp(-m (0.5 tau_r + 0.35 tau_a)) T_gas`` with relative airmass ``m`` and water-vapour
+  absorption in B09 (and, much stronger, B10); aerosol depth can vary over the scene (haze);
+- ``L1C = path + T * L2A`` (DN = reflectance x 10000); thin cirrus adds to every band and most
+  to B10.
 
 The nominal atmosphere (tau550 0.15, alpha 1.3, 2 cm water vapour, sun zenith 40°) inverts the
 EuroSAT-MS class means of SPEC §8 (L1C) into the surface spectra of ``synthetic_spectra``.

@@ -135,8 +135,8 @@ def strip_parcels(
 ) -> np.ndarray:
     """Agricultural-style parcels: rotated strips cut into segments, each with its own id.
 
-    Strips have random widths in ``width`` px along a random orientation; each strip is cut at
-    random lengths in ``length`` px, with cut positions independent per strip, so parcels look
+    Strips have random widths in ``width`` px along a random orientation; each strip is cut into
+    fields of its own random length in ``length`` px, starting at its own offset, so parcels look
     like fields rather than a checkerboard. An optional ``warp`` field (2, H, W) in px bends the
     boundaries.
 
