@@ -60,6 +60,7 @@ __all__ = [
     "load_pretrained",
     "register_checkpoint",
     "register_weights",
+    "resolve_pretrained",
     "unregister_weights",
 ]
 
@@ -411,18 +412,17 @@ def _as_entry(pretrained: object, model_name: str) -> Weights | None:
     return None
 
 
-def load_pretrained(
-    model: TerraFM,
-    model_name: str,
+def resolve_pretrained(
     pretrained: str | Path | bool | Weights | TerraFMWeights,
+    model_name: str,
     **fetch_options: Any,
-) -> LoadReport:
-    """Load ``pretrained`` into ``model``: a file path, a registered name, an entry, or ``True``.
+) -> Path:
+    """The local file ``pretrained`` designates for ``model_name``, fetched and verified if needed.
 
     Args:
-        model: the encoder to fill (in place).
-        model_name: its variant (checked against the entry's).
-        pretrained: what to load; ``True`` = the variant's default entry.
+        pretrained: a file path, a registered name or alias, an entry, an enum member, or ``True``
+            (the variant's default entry).
+        model_name: the variant it must fit (checked against the entry's model).
         fetch_options: passed to :func:`fetch_weights` (``sha256``, ``allow_unverified``,
             ``cache_dir``, ``revision``, ``fetcher``).
     """
@@ -430,8 +430,18 @@ def load_pretrained(
     if entry is None:
         if fetch_options:
             raise TypeError(f"options {sorted(fetch_options)} apply to registry weights only")
-        return load_weights(model, Path(str(pretrained)), model_name=model_name)
+        return Path(str(pretrained))
     if entry.model != model_name:
         raise RegistryError(f"weights {entry.name!r} are for {entry.model!r}, not {model_name!r}")
-    path = fetch_weights(entry, **fetch_options)
+    return fetch_weights(entry, **fetch_options)
+
+
+def load_pretrained(
+    model: TerraFM,
+    model_name: str,
+    pretrained: str | Path | bool | Weights | TerraFMWeights,
+    **fetch_options: Any,
+) -> LoadReport:
+    """Load ``pretrained`` (see :func:`resolve_pretrained`) into ``model``, in place."""
+    path = resolve_pretrained(pretrained, model_name, **fetch_options)
     return load_weights(model, path, model_name=model_name)

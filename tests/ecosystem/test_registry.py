@@ -88,7 +88,9 @@ def test_url_without_hash_is_refused_before_any_download(tmp_path):
     with pytest.raises(UnverifiedWeightsError, match=r"TerraFM-B\.pth.*sha256=.*allow_unverified"):
         registry.fetch_weights("TerraFM-B", cache_dir=tmp_path, fetcher=_never)
     with pytest.raises(UnverifiedWeightsError):
-        terrafm.create_model("terrafm_tiny", pretrained=_url_entry("file:///x/{filename}", tmp_path / "t.pth"))
+        terrafm.create_model(
+            "terrafm_tiny", pretrained=_url_entry("file:///x/{filename}", tmp_path / "t.pth")
+        )
     assert not any(tmp_path.rglob("*.pth"))
 
 
@@ -144,11 +146,15 @@ def test_corrupted_cache_file_is_detected(tiny_files, tmp_path):
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))  # same size, new mtime: the sidecar no longer vouches for it
-    with pytest.raises(HashMismatchError, match=rf"{path}.*expected {digest}, got [0-9a-f]{{64}}.*delete"):
+    with pytest.raises(
+        HashMismatchError, match=rf"{path}.*expected {digest}, got [0-9a-f]{{64}}.*delete"
+    ):
         registry.fetch_weights(w, cache_dir=tmp_path / "cache", fetcher=_never)
 
 
-def test_allow_unverified_loads_and_logs_the_digest(tiny, tiny_files, tmp_path, caplog, assert_same):
+def test_allow_unverified_loads_and_logs_the_digest(
+    tiny, tiny_files, tmp_path, caplog, assert_same
+):
     pth = tiny_files["pth"]
     w = _url_entry(_remote(tmp_path, [pth]), pth)
     with caplog.at_level(logging.WARNING):
@@ -192,7 +198,9 @@ def test_registered_checkpoint_describes_itself_and_loads(tiny, tiny_files, asse
 
 
 def test_create_model_paths_and_names(tiny, tiny_files, assert_same):
-    assert_same(tiny, terrafm.create_model("terrafm_tiny", pretrained=str(tiny_files["pth"])).eval())
+    assert_same(
+        tiny, terrafm.create_model("terrafm_tiny", pretrained=str(tiny_files["pth"])).eval()
+    )
     untouched = terrafm.create_model("terrafm_tiny", pretrained=False)
     assert untouched.cls_token.abs().sum() != tiny.cls_token.abs().sum()
     with pytest.raises(RegistryError, match="neither a file nor a registered weights name"):
@@ -208,7 +216,9 @@ def test_cli_list_show_hash_verify_fetch(tiny_files, capsys):
     st = tiny_files["safetensors"]
     assert main(["weights", "list", "--register", str(st)]) == 0
     out = capsys.readouterr().out
-    assert "terrafm_base.published" in out and "sha256 unknown" in out and "terrafm_tiny.tiny" in out
+    assert (
+        "terrafm_base.published" in out and "sha256 unknown" in out and "terrafm_tiny.tiny" in out
+    )
     assert main(["weights", "show", str(st)]) == 0
     assert '"model": "terrafm_tiny"' in capsys.readouterr().out
     digest = sha256_file(st)

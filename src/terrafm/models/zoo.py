@@ -60,9 +60,14 @@ def create_model(
             :func:`terrafm.registry.fetch_weights`).
         overrides: config fields to change (``drop_path_rate``, ``fusion_queries`` ...).
     """
-    from terrafm.registry import load_pretrained
+    from terrafm.checkpoint import load_weights
+    from terrafm.registry import resolve_pretrained
 
-    model = TerraFM(model_config(name, **overrides))
-    if pretrained is not None and pretrained is not False:
-        load_pretrained(model, name, pretrained)
+    cfg = model_config(name, **overrides)
+    path = (
+        None if pretrained is None or pretrained is False else resolve_pretrained(pretrained, name)
+    )
+    model = TerraFM(cfg)
+    if path is not None:
+        load_weights(model, path, model_name=name)
     return model
