@@ -137,3 +137,17 @@ def test_protocol_task_mismatch_and_unknown_setting(tmp_path, tiny_model):
         evaluate(tiny_model, task, "knn", epoch=3)
     with pytest.raises(ValueError, match="unknown protocol"):
         evaluate(tiny_model, task, "svm")
+
+
+def test_unreadable_samples_in_image_protocols(tmp_path, tiny_model):
+    task = _toy(tmp_path, size=16)
+    (task.root / "s2_l2a" / "t10.tif").write_bytes(b"broken")  # a test sample: always read
+    r = evaluate(tiny_model, task, "finetune", "s2_l2a", epochs=1, batch_size=4, on_error="skip",
+                 max_skipped=0.5, **FAST)  # fmt: skip
+    assert r["skipped"] == 1
+    with pytest.raises(Exception, match=r"t10\.tif"):
+        evaluate(tiny_model, task, "knn", "s2_l2a", **FAST)
+    r = evaluate(
+        tiny_model, task, "knn", "s1", label_fraction=0.5, **FAST
+    )  # other sensor unaffected
+    assert r["n_train"] == 3

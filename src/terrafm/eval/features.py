@@ -38,6 +38,7 @@ __all__ = [
     "POOLINGS",
     "Features",
     "PatchFeatures",
+    "check_skipped",
     "collate",
     "extract_features",
     "extract_patch_tokens",
@@ -213,13 +214,15 @@ def _autocast(device: torch.device, dtype: str | None) -> Any:
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-def _check_skipped(skipped: list[str], total: int, max_skipped: float) -> None:
-    for msg in skipped:
+def check_skipped(skipped: list[str], total: int, max_skipped: float) -> None:
+    """Log every skipped sample once; fail when more than ``max_skipped`` of ``total`` were."""
+    unique = sorted(set(skipped))
+    for msg in unique:
         log.warning("skipped: %s", msg)
-    if skipped and len(skipped) > max_skipped * total:
+    if unique and len(unique) > max_skipped * total:
         raise RuntimeError(
-            f"{len(skipped)} of {total} samples could not be read (more than {max_skipped:.0%}); "
-            f"first: {skipped[0]}"
+            f"{len(unique)} of {total} samples could not be read (more than {max_skipped:.0%}); "
+            f"first: {unique[0]}"
         )
 
 
@@ -293,7 +296,7 @@ def extract_features(
         labels.append(batch["label"])
         ids += batch["id"]
     bar.close()
-    _check_skipped(skipped, len(dataset), max_skipped)
+    check_skipped(skipped, len(dataset), max_skipped)
     if not ids:
         raise RuntimeError(f"no sample of {dataset.task.title}/{dataset.split} could be read")
     feats = Features(
@@ -367,7 +370,7 @@ def extract_patch_tokens(
         masks.append(_tiles(batch["mask"][:, None], tile)[:, 0])  # (T, tile, tile)
         ids += [f"{i}#{j}" for i in batch["id"] for j in range(per_image)]
     bar.close()
-    _check_skipped(skipped, len(dataset), max_skipped)
+    check_skipped(skipped, len(dataset), max_skipped)
     if not ids:
         raise RuntimeError(f"no sample of {dataset.task.title}/{dataset.split} could be read")
     feats = PatchFeatures(torch.cat(tokens), torch.cat(masks), ids, skipped)

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from terrafm.eval.features import collate, flip_batch
+from terrafm.eval.features import check_skipped, collate, flip_batch
 from terrafm.eval.linear import probe_metrics
 from terrafm.eval.schedules import set_lr, warmup_cosine
 from terrafm.eval.tasks import EvalDataset
@@ -97,11 +97,16 @@ def _loss(multilabel: bool) -> nn.Module:
 
 @torch.no_grad()
 def _predict(
-    model: Classifier, dataset: EvalDataset, batch_size: int, device: torch.device
+    model: Classifier,
+    dataset: EvalDataset,
+    batch_size: int,
+    device: torch.device,
+    skipped: list[str],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     model.eval()
     logits, labels = [], []
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
+        skipped += batch["errors"]
         if not batch["id"]:
             continue
         logits.append(model({s: x.to(device) for s, x in batch["inputs"].items()}).float().cpu())
@@ -116,6 +121,7 @@ def _train_one(
     lr: float,
     device: torch.device,
     progress: bool,
+    skipped: list[str],
 ) -> Classifier:
     multilabel = train.task.kind == "multilabel"
     with torch.random.fork_rng(devices=[]):
@@ -141,6 +147,7 @@ def _train_one(
     for _ in range(settings.epochs):
         model.train()
         for batch in loader:
+            skipped += batch["errors"]
             if not batch["id"]:
                 continue
             views = torch.randint(4, (len(batch["id"]),), generator=gen)
@@ -172,15 +179,19 @@ def finetune(
     metric: str | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    max_skipped: float = 0.01,
 ) -> dict[str, Any]:
     """Fine-tune a copy of ``encoder``; returns test/val scores at the chosen learning rate.
 
     Args:
         metric: the validation score that picks the learning rate (default ``top1``, or
             ``micro_f1`` for multi-label tasks).
+        max_skipped: fraction of unreadable samples (``on_error="skip"`` datasets) above which
+            the run fails; skipped samples are logged once and counted.
 
     Returns:
-        ``{"test": {metric: %}, "val": {metric: %} | None, "lr": chosen, "sweep": {lr: val %}}``.
+        ``{"test": {metric: %}, "val": {metric: %} | None, "lr": chosen, "sweep": {lr: val %},
+        "skipped": n}``.
     """
     dev = torch.device(device)
     multilabel = train.task.kind == "multilabel"
@@ -189,11 +200,12 @@ def finetune(
     if len(lrs) > 1 and val is None:
         raise ValueError("choosing among several learning rates needs a validation split")
     sweep: dict[str, float] = {}
+    skipped: list[str] = []
     best: tuple[float, float, Classifier, dict[str, float] | None] | None = None
     for lr in lrs:
-        model = _train_one(encoder, train, settings, lr, dev, progress)
+        model = _train_one(encoder, train, settings, lr, dev, progress, skipped)
         val_m = (
-            probe_metrics(*_predict(model, val, settings.batch_size, dev), multilabel)
+            probe_metrics(*_predict(model, val, settings.batch_size, dev, skipped), multilabel)
             if val is not None
             else None
         )
@@ -203,5 +215,13 @@ def finetune(
         if best is None or score > best[0]:
             best = (score, lr, model, val_m)
     assert best is not None
-    test_m = probe_metrics(*_predict(best[2], test, settings.batch_size, dev), multilabel)
-    return {"test": test_m, "val": best[3], "lr": best[1], "sweep": sweep}
+    test_m = probe_metrics(*_predict(best[2], test, settings.batch_size, dev, skipped), multilabel)
+    total = len(train) + len(test) + (len(val) if val is not None else 0)
+    check_skipped(skipped, total, max_skipped)
+    return {
+        "test": test_m,
+        "val": best[3],
+        "lr": best[1],
+        "sweep": sweep,
+        "skipped": len(set(skipped)),
+    }

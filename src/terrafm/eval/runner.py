@@ -22,7 +22,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from terrafm.eval.features import Features, extract_features, extract_patch_tokens
+from terrafm.eval.features import (
+    Features,
+    check_skipped,
+    extract_features,
+    extract_patch_tokens,
+)
 from terrafm.eval.finetune import FinetuneSettings, finetune
 from terrafm.eval.knn import knn_evaluate
 from terrafm.eval.linear import ProbeSettings, predict_linear, probe_metrics, train_linear_probe
@@ -125,6 +130,24 @@ def _dataset(
     )  # fmt: skip
 
 
+def _train_dataset(
+    task: EvalTask, sensors: Sequence[str], s: EvalSettings, partition: str | None
+) -> EvalDataset:
+    """The training split for protocols that read images (a partition, or a random fraction)."""
+    train = _dataset(task, "train", sensors, s, partition)
+    if s.shots is not None:
+        raise ValueError("--shots applies to kNN and the linear probe; use a label fraction here")
+    if s.label_fraction is not None and s.label_fraction < 1:
+        train = train.select(random_indices(len(train), s.label_fraction, s.seed))
+    return train
+
+
+def _subset_name(partition: str | None, s: EvalSettings) -> str:
+    if s.label_fraction is not None and s.label_fraction < 1 and not partition:
+        return f"{s.label_fraction:g} of labels (random)"
+    return partition or "default"
+
+
 def _features(
     model: nn.Module, ds: EvalDataset, s: EvalSettings, bs: int, views: int = 1
 ) -> Features:
@@ -205,18 +228,18 @@ def _finetune(
     model: nn.Module, task: EvalTask, sensors: Sequence[str], partition: str | None, s: EvalSettings
 ) -> dict[str, Any]:
     epochs, bs, lr, wd = s.resolved("finetune", task)
-    train = _dataset(task, "train", sensors, s, partition)
-    if s.label_fraction is not None and s.label_fraction < 1:
-        train = train.select(random_indices(len(train), s.label_fraction, s.seed))
+    train = _train_dataset(task, sensors, s, partition)
     val = _dataset(task, "val", sensors, s) if "val" in task.splits else None
     test = _dataset(task, "test", sensors, s)
     fs = FinetuneSettings(epochs, bs, lr, wd, layer_decay=s.layer_decay, seed=s.seed)
-    res = finetune(model, train, val, test, fs, lrs=s.lrs, device=s.device, progress=s.progress)
+    res = finetune(model, train, val, test, fs, lrs=s.lrs, device=s.device, progress=s.progress,
+                   max_skipped=s.max_skipped)  # fmt: skip
     metrics = dict(res["test"])
     metrics.update({f"val_{k}": v for k, v in (res["val"] or {}).items()})
     primary = "micro_f1" if task.kind == "multilabel" else "top1"
     return {"metrics": metrics, "primary": primary, "n_train": len(train), "n_test": len(test),
-            "train_subset": partition or "default", "lr": res["lr"], "lr_sweep": res["sweep"]}  # fmt: skip
+            "train_subset": _subset_name(partition, s), "lr": res["lr"], "lr_sweep": res["sweep"],
+            "skipped": res["skipped"]}  # fmt: skip
 
 
 def _class_ious(task: EvalTask, res: dict[str, Any]) -> dict[str, float]:
@@ -232,7 +255,7 @@ def _seg_linear(
     epochs, bs, lr, wd = s.resolved("seg-linear", task)
     kw = dict(tile=s.tile, batch_size=64, device=s.device, dtype=s.dtype, cache_dir=s.cache_dir,
               num_workers=s.num_workers, progress=s.progress, max_skipped=s.max_skipped)  # fmt: skip
-    train = extract_patch_tokens(model, _dataset(task, "train", sensors, s, partition), **kw)  # type: ignore[arg-type]
+    train = extract_patch_tokens(model, _train_dataset(task, sensors, s, partition), **kw)  # type: ignore[arg-type]
     test = extract_patch_tokens(model, _dataset(task, "test", sensors, s), **kw)  # type: ignore[arg-type]
     settings = SegSettings(epochs, bs, lr, wd, seed=s.seed)
     patch = int(getattr(model, "patch_size", 16))
@@ -241,7 +264,7 @@ def _seg_linear(
     )
     res = evaluate_patch_probe(head, test, task.num_classes, task.ignore_index)
     return {"metrics": _class_ious(task, res), "primary": "miou", "n_train": len(train.ids), "n_test": len(test.ids),
-            "train_subset": partition or "default", "tile": min(s.tile, test.masks.shape[-1]),
+            "train_subset": _subset_name(partition, s), "tile": min(s.tile, test.masks.shape[-1]),
             "skipped": len(train.skipped) + len(test.skipped)}  # fmt: skip
 
 
@@ -249,13 +272,15 @@ def _seg_upernet(
     model: nn.Module, task: EvalTask, sensors: Sequence[str], partition: str | None, s: EvalSettings
 ) -> dict[str, Any]:
     epochs, bs, lr, wd = s.resolved("seg-upernet", task)
-    train = _dataset(task, "train", sensors, s, partition)
+    train = _train_dataset(task, sensors, s, partition)
     test = _dataset(task, "test", sensors, s)
     settings = SegSettings(epochs, bs, lr, wd, seed=s.seed, channels=s.channels)
-    head = train_upernet(model, train, settings, s.device, s.progress)
-    res = evaluate_upernet(model, head, test, bs, s.device)
+    skipped: list[str] = []
+    head = train_upernet(model, train, settings, s.device, s.progress, skipped)
+    res = evaluate_upernet(model, head, test, bs, s.device, skipped)
+    check_skipped(skipped, len(train) + len(test), s.max_skipped)
     return {"metrics": _class_ious(task, res), "primary": "miou", "n_train": len(train), "n_test": len(test),
-            "train_subset": partition or "default"}  # fmt: skip
+            "train_subset": _subset_name(partition, s), "skipped": len(set(skipped))}  # fmt: skip
 
 
 _RUNNERS = {

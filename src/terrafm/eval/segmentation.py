@@ -143,8 +143,13 @@ def train_upernet(
     settings: SegSettings,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    skipped: list[str] | None = None,
 ) -> UPerNet:
-    """Train a UPerNet head on the frozen encoder's four block outputs."""
+    """Train a UPerNet head on the frozen encoder's four block outputs.
+
+    Messages of unreadable samples (``on_error="skip"`` datasets) are appended to ``skipped``.
+    """
+    skipped = skipped if skipped is not None else []
     dev = torch.device(device)
     encoder.eval().to(dev)
     task = train.task
@@ -163,6 +168,7 @@ def train_upernet(
         head.train()
         for batch in loader:
             bar.update(1)
+            skipped += batch["errors"]
             if len(batch["id"]) > 1:  # BatchNorm in the head needs more than one sample
                 views = torch.randint(4, (len(batch["id"]),), generator=gen)
                 inputs = {s: flip_batch(x, views).to(dev) for s, x in batch["inputs"].items()}
@@ -188,13 +194,17 @@ def evaluate_upernet(
     test: EvalDataset,
     batch_size: int = 16,
     device: str | torch.device = "cpu",
+    skipped: list[str] | None = None,
 ) -> dict[str, Any]:
-    """mIoU and per-class IoU (%) of a trained head on a split."""
+    """mIoU and per-class IoU (%) of a trained head on a split (unreadable samples noted in
+    ``skipped``)."""
+    skipped = skipped if skipped is not None else []
     dev = torch.device(device)
     encoder.eval().to(dev)
     head.eval().to(dev)
     meter = SegmentationMeter(test.task.num_classes, test.task.ignore_index)
     for batch in DataLoader(test, batch_size=batch_size, collate_fn=collate):
+        skipped += batch["errors"]
         if not batch["id"]:
             continue
         inputs = {s: x.to(dev) for s, x in batch["inputs"].items()}
