@@ -106,7 +106,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="for 20 m / 60 m bands",
     )
     r = p.add_argument_group("run")
-    r.add_argument("--readers", type=int, default=2, help="reader threads")
+    r.add_argument(
+        "--readers", type=int, help="reader threads (default: 2 on CPU, up to 8 on a GPU)"
+    )
     r.add_argument("--prefetch", type=int, default=2, help="batches read ahead")
     r.add_argument(
         "--checkpoint-seconds", type=float, default=60.0, help="seconds between resume checkpoints"
@@ -198,7 +200,7 @@ def _options(args: argparse.Namespace, device: str):
         layer=args.layer,
         device=device,
         precision=precision,
-        readers=args.readers,
+        readers=args.readers or (2 if device == "cpu" else min(8, os.cpu_count() or 2)),
         prefetch=args.prefetch,
         checkpoint_seconds=args.checkpoint_seconds,
         progress=not args.no_progress and sys.stderr.isatty(),

@@ -245,9 +245,12 @@ class _Writer(threading.Thread):
         progress: Progress,
         opts: EmbedOptions,
         bar: tqdm,
+        todo: int,
     ):
         super().__init__(daemon=True, name="terrafm-embed-writer")
         self.out, self.table, self.progress, self.opts, self.bar = out, table, progress, opts, bar
+        self.todo = todo
+        self._start = time.monotonic()
         self.inbox: queue.Queue = queue.Queue(maxsize=2 * opts.batch_size)
         self.error: BaseException | None = None
         self.written = 0
@@ -309,6 +312,17 @@ class _Writer(threading.Thread):
         self.progress.skipped |= self._pending_skipped
         self.progress.save()
         self._pending, self._pending_skipped = {}, set()
+        if self.bar.disable:  # no progress bar (not a terminal): a log line per checkpoint
+            rate = self.written / max(time.monotonic() - self._start, 1e-9)
+            left = (self.todo - self.written) / rate if rate else float("inf")
+            log.info(
+                "%s: %d/%d windows written, %.2f windows/s, about %.0f s left",
+                self.out.path.name,
+                self.written,
+                self.todo,
+                rate,
+                left,
+            )
 
 
 def _batches(
@@ -395,6 +409,8 @@ def _run_windows(
     for w in todo_windows:
         todo.put(w)
     ready: queue.Queue = queue.Queue(maxsize=opts.prefetch * opts.batch_size)
+    # One batch size for the whole scene, however many windows are left (see _stack).
+    size = min(opts.batch_size, report.windows)
     readers = [
         threading.Thread(
             target=_reader,
@@ -407,7 +423,7 @@ def _run_windows(
     for t in readers:
         t.start()
     try:
-        for batch in _batches(ready, len(todo_windows), opts.batch_size, readers, report):
+        for batch in _batches(ready, len(todo_windows), size, readers, report):
             compute = []
             for w, data in batch:
                 owned = _owned_valid(w, data, opts.min_valid)
@@ -419,9 +435,7 @@ def _run_windows(
                     report.skipped += 1
             if compute:
                 inputs = {
-                    s: torch.from_numpy(
-                        _stack([d.inputs[s] for _, d, _ in compute], opts.batch_size)
-                    )
+                    s: torch.from_numpy(_stack([d.inputs[s] for _, d, _ in compute], size))
                     for s in scene.sensors
                 }
                 t0 = time.monotonic()
@@ -646,7 +660,7 @@ def embed_scene(
             disable=not opts.progress,
             dynamic_ncols=True,
         )
-        wt = _Writer(writer, tw, progress, opts, bar)
+        wt = _Writer(writer, tw, progress, opts, bar, len(todo))
         wt.start()
         interrupted = False
         try:
