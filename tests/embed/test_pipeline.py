@@ -179,6 +179,11 @@ def test_min_valid_keeps_partially_valid_patches(tiny, floods, tmp_path):
         assert np.isnan(out.read()).all()
 
 
+def _read(path):
+    with rasterio.open(path) as src:
+        return src.read()
+
+
 def _upsampled_scene(bands: dict[str, np.ndarray]) -> np.ndarray:
     """Every band brought to the finest grid with PyTorch's bilinear resize: (C, H, W)."""
     size = max(b.shape for b in bands.values())
@@ -242,3 +247,38 @@ def test_l2a_safe_with_boa_offset(tiny, tmp_path):
     fmap, _ = direct_embedding(tiny, {"s2_l2a": x})
     with rasterio.open(tmp_path / "l2a.tif") as out:
         np.testing.assert_allclose(out.read(), fmap, atol=1e-4, rtol=0)
+
+
+def test_bigearthnet_band_folders_fused_with_a_partial_last_patch(tiny, real_data, tmp_path):
+    """S2 L2A (one file per band, 10/20/60 m) + S1 (VV, VH files), 120 x 120: not a multiple of 16."""
+    root = real_data / "bigearthnet-mm-examples"
+    s2 = root / "BigEarthNet-S2-Example" / "S2A_MSIL2A_20170613T101031_87_48"
+    s1 = root / "BigEarthNet-S1-Example" / "S1A_IW_GRDH_1SDV_20170613T165043_33UUP_87_48"
+    specs = [SourceSpec("s2_l2a", str(s2)), SourceSpec("s1", str(s1))]
+    embed_scene(tiny, specs, tmp_path / "strict.tif", options=EmbedOptions(**OPTS))
+    embed_scene(tiny, specs, tmp_path / "half.tif", options=EmbedOptions(min_valid=0.5, **OPTS))
+    strict, half = (_read(tmp_path / n) for n in ("strict.tif", "half.tif"))
+    assert strict.shape == (96, 8, 8)  # ceil(120 / 16)
+    edge = np.zeros((8, 8), bool)
+    edge[7, :] = edge[:, 7] = True  # those patches hold 8 of 16 rows or columns of data
+    np.testing.assert_array_equal(np.isnan(strict).all(0), edge)
+    corner = np.zeros((8, 8), bool)
+    corner[7, 7] = True  # a quarter valid: below 0.5
+    np.testing.assert_array_equal(np.isnan(half).all(0), corner)
+    # reference: bands upsampled with PyTorch, padded with zero-filled nodata to 128 x 128
+    bands = {}
+    for name in get_sensor("s2_l2a").band_names:
+        with rasterio.open(next(s2.glob(f"*_{name}.tif"))) as src:
+            bands[name] = src.read(1)
+    sar = []
+    for pol in ("VV", "VH"):
+        with rasterio.open(next(s1.glob(f"*_{pol}.tif"))) as src:
+            sar.append(src.read(1))
+    x = {
+        "s2_l2a": normalize(_upsampled_scene(bands), "s2_l2a"),
+        "s1": normalize(np.stack(sar), "s1"),
+    }
+    padded = {k: torch.nn.functional.pad(v, (0, 8, 0, 8)) for k, v in x.items()}
+    fmap, _ = direct_embedding(tiny, padded)
+    np.testing.assert_allclose(half[:, ~corner], fmap[:, ~corner], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(strict[:, ~edge], fmap[:, ~edge], atol=1e-4, rtol=0)
