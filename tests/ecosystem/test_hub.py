@@ -24,7 +24,9 @@ def test_hubconf_declares_every_variant():
     assert spec is not None and spec.loader is not None
     hubconf = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hubconf)
-    entries = sorted(n for n in dir(hubconf) if callable(getattr(hubconf, n)) and not n.startswith("_"))
+    entries = sorted(
+        n for n in dir(hubconf) if callable(getattr(hubconf, n)) and not n.startswith("_")
+    )
     assert entries == sorted(terrafm.list_models())
     assert {"torch", "safetensors"} <= set(hubconf.dependencies)
 
