@@ -111,7 +111,7 @@ class WorldConfig:
     task_cells_per_class: int = 8
     task_cell_size: int = 0
     cls_chip: int = 64
-    seg_chip: int = 96
+    seg_chip: int = 64
     min_purity: float = 0.5
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)
     rows_per_file: int = 64
@@ -157,9 +157,9 @@ class WorldConfig:
 
 PRESETS: dict[str, WorldConfig] = {
     # Whole quickstart (generate + pretrain + evaluate) in 15 minutes on 2 cores.
-    "quickstart": WorldConfig(cells=128, cell_size=192, task_cells_per_class=6, seg_chip=96),
+    "quickstart": WorldConfig(cells=128, cell_size=192, task_cells_per_class=6, seg_chip=64),
     # Bigger cells and more of them; still generates in about a minute on 2 cores.
-    "default": WorldConfig(cells=256, cell_size=240, task_cells_per_class=8, seg_chip=112),
+    "default": WorldConfig(cells=256, cell_size=264, task_cells_per_class=8, seg_chip=128),
 }
 
 
