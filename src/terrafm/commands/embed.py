@@ -210,7 +210,7 @@ def _options(args: argparse.Namespace, device: str):
 
 
 def _summary(rep) -> str:  # rep: EmbedReport
-    rate = rep.scene_pixels / rep.seconds if rep.seconds and rep.status == "done" else 0.0
+    rate = rep.pixels_per_second if rep.computed else 0.0
     return (
         f"{rep.out}: {rep.status}; {rep.windows} windows ({rep.computed} computed, {rep.skipped} nodata, "
         f"{rep.resumed} resumed, {rep.recomputed} recomputed) in {rep.seconds:.1f} s"

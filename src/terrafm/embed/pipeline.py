@@ -143,12 +143,10 @@ class EmbedReport:
 
     @property
     def pixels_per_second(self) -> float:
-        """Scene pixels per second of this run (0 when nothing was computed)."""
-        return (
-            self.scene_pixels * self.computed / max(self.windows, 1) / self.seconds
-            if self.seconds
-            else 0.0
-        )
+        """Scene pixels per second of the windows computed in this run (0 when none were)."""
+        if not self.seconds or not self.windows:
+            return 0.0
+        return self.scene_pixels * self.computed / self.windows / self.seconds
 
 
 def weights_digest(model: torch.nn.Module) -> str:
