@@ -282,3 +282,25 @@ def test_bigearthnet_band_folders_fused_with_a_partial_last_patch(tiny, real_dat
     fmap, _ = direct_embedding(tiny, padded)
     np.testing.assert_allclose(half[:, ~corner], fmap[:, ~corner], atol=1e-4, rtol=0)
     np.testing.assert_allclose(strict[:, ~edge], fmap[:, ~edge], atol=1e-4, rtol=0)
+
+
+def test_layer_option_exports_an_intermediate_block(tiny, real_data, tmp_path):
+    s1 = real_data / "bigearthnet-mm-examples" / "BigEarthNet-S1-Example"
+    folder = next(p for p in s1.iterdir() if p.name.endswith("87_48"))  # 120 x 120: one window
+    opts = EmbedOptions(layer=1, **OPTS)
+    embed_scene(tiny, [SourceSpec("s1", str(folder))], tmp_path / "l1.tif", options=opts)
+    sar = []
+    for pol in ("VV", "VH"):
+        with rasterio.open(next(folder.glob(f"*_{pol}.tif"))) as src:
+            sar.append(src.read(1))
+    x = torch.nn.functional.pad(normalize(np.stack(sar), "s1"), (0, 8, 0, 8))[
+        None
+    ]  # (1, 2, 128, 128)
+    with torch.inference_mode():
+        (ref,) = tiny.get_intermediate_layers({"s1": x}, n=[1], reshape=True)
+        last = tiny.forward_features({"s1": x})["x_norm_patchtokens"]
+    got = _read(tmp_path / "l1.tif")
+    np.testing.assert_allclose(got[:, :7, :7], ref[0, :, :7, :7].numpy(), atol=1e-4, rtol=0)
+    assert not np.allclose(
+        ref[0].flatten(1).T.numpy(), last[0].numpy(), atol=1e-2
+    )  # not the last block
