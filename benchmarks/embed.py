@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -129,6 +130,7 @@ def _child_scene(args: argparse.Namespace) -> dict[str, float]:
         [SourceSpec("s2_l1c", args.scene)],
         out / "emb.tif",
         table=out / "emb.parquet",
+        preview=out / "emb.png" if args.preview else None,
         options=opts,
         model_name=args.model,
         max_windows=args.max_windows or None,
@@ -180,6 +182,8 @@ def _run_child(kind: str, args: argparse.Namespace, scene: Path, workdir: Path) 
         cmd += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
     if args.max_windows:
         cmd += ["--max-windows", str(args.max_windows)]
+    if args.preview:
+        cmd.append("--preview")
     res = subprocess.run(cmd, capture_output=True, text=True)
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
     if res.returncode or not lines:
@@ -203,6 +207,9 @@ def main() -> None:
     p.add_argument("--readers", type=int, default=2)
     p.add_argument("--iters", type=int, default=4, help="model-only batches timed")
     p.add_argument("--max-windows", type=int, default=0, help="stop the scene run after N windows")
+    p.add_argument(
+        "--preview", action="store_true", help="the scene run also draws the PCA preview"
+    )
     p.add_argument("--child", choices=("model", "scene"), help=argparse.SUPPRESS)
     p.add_argument("--scene", help=argparse.SUPPRESS)
     p.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -218,6 +225,7 @@ def main() -> None:
         _child(args)
         return
     size = FULL_TILE if args.full_tile else args.size
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="terrafm-embed-bench-") as tmp:
         t0 = time.perf_counter()
         scene = write_scene(Path(tmp), size)
@@ -227,34 +235,51 @@ def main() -> None:
         before = _run_child("model", args, scene, Path(tmp))
         sc = _run_child("scene", args, scene, Path(tmp))
         after = _run_child("model", args, scene, Path(tmp))
-    model_rate = (before["pixels_per_s"] + after["pixels_per_s"]) / 2
+    _report(args, size, load, before, sc, after)
+
+
+def _report(
+    args: argparse.Namespace, size: int, load: float, before: dict, sc: dict, after: dict
+) -> None:
+    """Print the results table."""
+    part = f", first {args.max_windows} windows" if args.max_windows else ""
     print(
-        f"\nmodel {args.model}, window {args.window}, batch {args.batch_size}, {args.device} {args.precision}, "
-        f"readers {args.readers}, scene {size} x {size}"
-        + (f", first {args.max_windows} windows" if args.max_windows else "")
+        f"\nmodel {args.model}, window {args.window}, batch {args.batch_size}, {args.device} "
+        f"{args.precision}, readers {args.readers}, scene {size} x {size}{part}; "
+        f"load average {load:.1f} -> {os.getloadavg()[0]:.1f}"
     )
-    print(f"| {'run':34s} | {'pixels/s':>12s} | {'peak RSS':>9s} |")
-    print(f"|{'-' * 36}|{'-' * 14}|{'-' * 11}|")
-    print(
-        f"| {'model only (before scene run)':34s} | {before['pixels_per_s']:12,.0f} | {before['peak_rss_gib']:7.2f} G |"
-    )
-    print(
-        f"| {'model only (after scene run)':34s} | {after['pixels_per_s']:12,.0f} | {after['peak_rss_gib']:7.2f} G |"
-    )
+    rows = [
+        ("model only (before scene run)", before["pixels_per_s"], before["peak_rss_gib"]),
+        ("model only (after scene run)", after["pixels_per_s"], after["peak_rss_gib"]),
+    ]
     if "seconds" in sc:
-        print(
-            f"| {'scene: model pixels (windows)':34s} | {sc['model_pixels_per_s']:12,.0f} | {sc['peak_rss_gib']:7.2f} G |"
-        )
-        print(f"| {'scene: scene pixels':34s} | {sc['scene_pixels_per_s']:12,.0f} | {'':9s} |")
-        print(
-            f"\nefficiency (scene model px/s / model-only px/s): {sc['model_pixels_per_s'] / model_rate:.1%}"
-        )
-        print(
-            f"scene run: {sc['windows']} windows in {sc['seconds']:.1f} s; in forward passes {sc['model_seconds']:.1f} s, "
-            f"model waiting for reads {sc['wait_seconds']:.1f} s; output {sc['out_shape']} (bands, rows, cols)"
-        )
+        fwd = sc["windows"] * args.window**2 / sc["model_seconds"]
+        rows += [
+            ("scene run: window pixels", sc["model_pixels_per_s"], sc["peak_rss_gib"]),
+            ("scene run: scene pixels", sc["scene_pixels_per_s"], None),
+            ("scene run: inside forward passes", fwd, None),
+        ]
     else:
-        print(f"| {'scene run (interrupted)':34s} | {'':>12s} | {sc['peak_rss_gib']:7.2f} G |")
+        rows.append(("scene run (stopped early)", None, sc["peak_rss_gib"]))
+    print(f"| {'run':34s} | {'pixels/s':>12s} | {'peak RSS':>10s} |")
+    print(f"|{'-' * 36}|{'-' * 14}|{'-' * 12}|")
+    for name, rate, rss in rows:
+        r = f"{rate:12,.0f}" if rate is not None else " " * 12
+        m = f"{rss:6.2f} GiB" if rss is not None else " " * 10
+        print(f"| {name:34s} | {r} | {m} |")
+    if "seconds" in sc:
+        model_rate = (before["pixels_per_s"] + after["pixels_per_s"]) / 2
+        print(
+            f"\nefficiency, scene window px/s over model-only px/s: {sc['model_pixels_per_s'] / model_rate:.1%}"
+        )
+        print(
+            f"model busy, forward time over scene run time: {sc['model_seconds'] / sc['seconds']:.1%}"
+        )
+        print(
+            f"scene run: {sc['windows']} windows in {sc['seconds']:.1f} s, {sc['model_seconds']:.1f} s in "
+            f"forward passes, {sc['wait_seconds']:.1f} s waiting for reads; output {sc['out_shape']} "
+            "(features, rows, cols)"
+        )
 
 
 if __name__ == "__main__":
