@@ -71,3 +71,26 @@ def test_hub_load_registry_name_verifies_the_hash(tiny, tiny_files, tmp_path, as
     assert_same(tiny, model.eval())
     with pytest.raises(RegistryError, match="not 'terrafm_base'"):
         _hub("terrafm_base", pretrained="terrafm_tiny.hubtest", sha256=sha256_file(pth))
+
+
+@pytest.mark.slow
+def test_hubconf_works_from_a_clone_that_is_not_installed(tiny_files, tmp_path):
+    """A fresh interpreter with the editable install hidden: hubconf.py finds the clone's src/."""
+    import subprocess
+    import sys
+
+    src = str(REPO / "src")
+    code = (
+        "import sys\n"
+        f"sys.path = [p for p in sys.path if p != {src!r}]\n"
+        "import importlib.util\n"
+        "assert importlib.util.find_spec('terrafm') is None, 'terrafm still importable'\n"
+        "import torch\n"
+        f"m = torch.hub.load({str(REPO)!r}, 'terrafm_tiny', source='local', "
+        f"pretrained={str(tiny_files['pth'])!r})\n"
+        "import terrafm\n"
+        "print(type(m).__name__, terrafm.__file__)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["TerraFM", str(REPO / "src" / "terrafm" / "__init__.py")]
