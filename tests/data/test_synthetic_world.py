@@ -252,6 +252,20 @@ def test_reuse_overwrite_and_refusal(tmp_path: Path) -> None:
     assert (out / "notes.txt").read_text() == "mine"
 
 
+def test_damaged_world_is_not_reused(tmp_path: Path) -> None:
+    cfg = WorldConfig(cells=2, cell_size=48, task_cells_per_class=0)
+    out = tmp_path / "w"
+    make_world(out, cfg)
+    (out / "S1RTC" / "metadata.parquet").unlink()
+    with pytest.raises(WorldError, match="not empty"):
+        make_world(out, cfg)
+    make_world(out, cfg, overwrite=True)
+    assert (out / "S1RTC" / "metadata.parquet").is_file()
+    (out / "world.json").write_text("{not json")
+    with pytest.raises(WorldError, match="unreadable world manifest"):
+        make_world(out, cfg)
+
+
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [

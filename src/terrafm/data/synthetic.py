@@ -311,12 +311,21 @@ def load_manifest(out: str | Path) -> dict[str, Any] | None:
     path = Path(out) / MANIFEST
     if not path.is_file():
         return None
-    data = json.loads(path.read_text())
-    if data.get("format") != FORMAT:
-        raise WorldError(
-            f"{path}: not a terrafm synthetic world manifest (format {data.get('format')!r})"
-        )
-    return dict(data)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise WorldError(f"{path}: unreadable world manifest ({e})") from e
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise WorldError(f"{path}: not a terrafm synthetic world manifest")
+    return data
+
+
+def _is_intact(out: Path, manifest: dict[str, Any]) -> bool:
+    """Every product, table and task folder the manifest lists is still there."""
+    need = [out / p / "metadata.parquet" for p, n in manifest.get("products", {}).items() if n]
+    need += [out / "landcover.parquet"]
+    need += [out / "tasks" / t / "samples.csv" for t in manifest.get("tasks", {})]
+    return all(p.is_file() for p in need)
 
 
 def _write_landcover(
@@ -357,8 +366,9 @@ def make_world(
     """Generate the synthetic world into ``out`` and return its manifest.
 
     A complete world with the same config already in ``out`` is reused as is (its manifest is
-    returned). Any other non-empty ``out`` is an error unless ``overwrite`` (then only the world's
-    own entries may be in it, and they are replaced).
+    returned). Any other non-empty ``out`` (another config, or a world with parts missing) is an
+    error unless ``overwrite`` (then only the world's own entries may be in it, and they are
+    replaced).
 
     Args:
         out: destination folder.
@@ -374,7 +384,8 @@ def make_world(
     cfg.validate()
     out = Path(out)
     existing = load_manifest(out) if out.is_dir() else None
-    if existing is not None and existing.get("config") == cfg.to_dict() and not overwrite:
+    same = existing is not None and existing.get("config") == cfg.to_dict()
+    if same and not overwrite and existing is not None and _is_intact(out, existing):
         log.info("reusing the complete world in %s (same config)", out)
         return existing
     _check_out(out, overwrite)
