@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,10 @@ import torch
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # -n 2 on 2 cores: one intra-op thread per worker, or the workers oversubscribe the cores.
+    torch.set_num_threads(1)
 REAL = REPO.parent / "shared" / "data" / "real"
 
 
