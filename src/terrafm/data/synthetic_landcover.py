@@ -168,6 +168,10 @@ def _class_regions(
     """Arg-max of per-class potentials (present classes only), as ESA codes (S, S) uint8."""
     present = np.flatnonzero(target > 1e-3)
     pot = smooth_fields(rng, len(present), size, _SCALE[present])
+    # A regional layer (a quarter of the cell) groups patches the way forests, farmland and
+    # towns cluster; it only matters for cells much larger than the patch scales.
+    regional = np.maximum(_SCALE[present], size / 4.0)
+    pot = 0.8 * pot + 0.6 * smooth_fields(rng, len(present), size, regional)
     pot += 0.35 * fractal_fields(rng, 1, size, beta=2.0)  # ragged, shared boundaries
     ez = (elevation - elevation.mean()) / (elevation.std() + 1e-6)
     pot += _ELEVATION_AFFINITY[present, None, None] * ez[None]
