@@ -204,41 +204,11 @@ def plan_cell(
         malformed_crs_p: probability of a metadata CRS like ``EPSG:EPSG:32633``.
     """
     rng = cell_rng(seed, kind, index, _PLAN)
-    for _ in range(1000):
-        lat, lon, region = draw_location(rng, ocean)
-        zone = draw_climate(rng, lat, region)
-        row, col = grid_index(lat, lon)
-        if (row, col) not in taken and (climates is None or zone in climates):
-            break
-    else:
-        raise RuntimeError(f"no free grid cell found for cell {kind}/{index} (climates {climates})")
-    taken.add((row, col))
-    lat_c, lon_c, epsg, transform = cell_geometry(row, col, size)
-    geo = CellGeo(cell_name(row, col), row, col, lat_c, lon_c, epsg, transform, zone, region)
-    s2_time, s1_time = acquisition_times(rng, lon_c)
-    composition = draw_composition(rng, zone, boost=boost)
-    doy = s2_time.timetuple().tm_yday
-    cover = float(rng.beta(0.8, 2.0)) if rng.random() < cloud_p else 0.0
-    atm = draw_atmosphere(rng, sun_zenith(lat_c, doy), _HUMID[zone[0]])
-    conditions = CellConditions(
-        state=_cell_state(rng, zone, _season(lat_c, s2_time), snowy_winters),
-        cloud_cover=cover,
-        s2_nodata=float(rng.uniform(0.05, 0.45)) if rng.random() < nodata_p else 0.0,
-        s1_nodata=float(rng.uniform(0.05, 0.35)) if rng.random() < nodata_p else 0.0,
-        atmosphere=atm,
-        ascending=bool(rng.random() < 0.5),
-        wetness=float(np.clip(rng.normal(0, 0.4), -1, 1)),
-    )
-    tile = mgrs_tile(epsg, lat_c, transform[2] + size * 5.0, transform[5] - size * 5.0)
-    orbit = int(rng.integers(1, 144))
-    products = {
-        "S2L2A": s2_product_id(rng, "L2A", s2_time, tile, orbit),
-        "S2L1C": s2_product_id(rng, "L1C", s2_time, tile, orbit),
-        "S1RTC": s1_product_id(rng, s1_time),
-    }
-    for name, p in (missing_p or {}).items():
-        if name != "S2L2A" and rng.random() < p:
-            products.pop(name, None)
+    geo = _draw_geo(rng, size, taken, ocean, climates, f"{kind}/{index}")
+    s2_time, s1_time = acquisition_times(rng, geo.centre_lon)
+    composition = draw_composition(rng, geo.climate_zone, boost=boost)
+    conditions = _draw_conditions(rng, geo, s2_time, cloud_p, nodata_p, snowy_winters)
+    products = _draw_products(rng, geo, size, s2_time, s1_time, missing_p or {})
     crs = f"EPSG:{geo.crs}" if rng.random() < malformed_crs_p else geo.crs
     return CellPlan(
         seed,
@@ -254,6 +224,74 @@ def plan_cell(
         products,
         crs,
     )
+
+
+def _draw_geo(
+    rng: np.random.Generator,
+    size: int,
+    taken: set[tuple[int, int]],
+    ocean: bool,
+    climates: tuple[str, ...] | None,
+    what: str,
+) -> CellGeo:
+    """A free grid cell (added to ``taken``) in one of ``climates``, with its geometry."""
+    for _ in range(1000):
+        lat, lon, region = draw_location(rng, ocean)
+        zone = draw_climate(rng, lat, region)
+        row, col = grid_index(lat, lon)
+        if (row, col) not in taken and (climates is None or zone in climates):
+            break
+    else:
+        raise RuntimeError(f"no free grid cell found for cell {what} (climates {climates})")
+    taken.add((row, col))
+    lat_c, lon_c, epsg, transform = cell_geometry(row, col, size)
+    return CellGeo(cell_name(row, col), row, col, lat_c, lon_c, epsg, transform, zone, region)
+
+
+def _draw_conditions(
+    rng: np.random.Generator,
+    geo: CellGeo,
+    s2_time: datetime,
+    cloud_p: float,
+    nodata_p: float,
+    snowy_winters: bool,
+) -> CellConditions:
+    zone = geo.climate_zone
+    doy = s2_time.timetuple().tm_yday
+    cover = float(rng.beta(0.8, 2.0)) if rng.random() < cloud_p else 0.0
+    atm = draw_atmosphere(rng, sun_zenith(geo.centre_lat, doy), _HUMID[zone[0]])
+    return CellConditions(
+        state=_cell_state(rng, zone, _season(geo.centre_lat, s2_time), snowy_winters),
+        cloud_cover=cover,
+        s2_nodata=float(rng.uniform(0.05, 0.45)) if rng.random() < nodata_p else 0.0,
+        s1_nodata=float(rng.uniform(0.05, 0.35)) if rng.random() < nodata_p else 0.0,
+        atmosphere=atm,
+        ascending=bool(rng.random() < 0.5),
+        wetness=float(np.clip(rng.normal(0, 0.4), -1, 1)),
+    )
+
+
+def _draw_products(
+    rng: np.random.Generator,
+    geo: CellGeo,
+    size: int,
+    s2_time: datetime,
+    s1_time: datetime,
+    missing_p: dict[str, float],
+) -> dict[str, str]:
+    """Product name -> product id, without the products this cell lacks."""
+    x_c, y_c = geo.transform[2] + size * 5.0, geo.transform[5] - size * 5.0
+    tile = mgrs_tile(geo.epsg, geo.centre_lat, x_c, y_c)
+    orbit = int(rng.integers(1, 144))
+    products = {
+        "S2L2A": s2_product_id(rng, "L2A", s2_time, tile, orbit),
+        "S2L1C": s2_product_id(rng, "L1C", s2_time, tile, orbit),
+        "S1RTC": s1_product_id(rng, s1_time),
+    }
+    for name, p in missing_p.items():
+        if name != "S2L2A" and rng.random() < p:
+            products.pop(name, None)
+    return products
 
 
 def render_scene(plan: CellPlan) -> Scene:
@@ -361,26 +399,17 @@ class RenderCache:
         return True
 
     def scene(self, plan: CellPlan) -> Scene:
+        """The cell's scene, rendered or cached."""
         key = (plan.kind, plan.index)
         if key in self._scenes:
             return self._scenes[key]
         scene = render_scene(plan)
-        nbytes = sum(
-            a.nbytes
-            for a in (
-                scene.codes,
-                scene.elevation,
-                scene.parcels,
-                scene.blocks,
-                scene.paved,
-                scene.river,
-            )
-        )
-        if self._fits(nbytes):
+        if self._fits(scene.nbytes):
             self._scenes[key] = scene
         return scene
 
     def surface(self, plan: CellPlan, scene: Scene, last_use: bool) -> np.ndarray:
+        """The cell's surface, rendered or cached; ``last_use`` releases it."""
         key = (plan.kind, plan.index)
         if key in self._surfaces:
             if not last_use:

@@ -108,6 +108,11 @@ class Scene:
     def size(self) -> int:
         return int(self.codes.shape[0])
 
+    @property
+    def nbytes(self) -> int:
+        arrays = (self.codes, self.elevation, self.parcels, self.blocks, self.paved, self.river)
+        return sum(a.nbytes for a in arrays)
+
 
 def draw_composition(
     rng: np.random.Generator,
