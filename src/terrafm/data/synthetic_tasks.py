@@ -62,7 +62,6 @@ TASK_SENSORS: dict[str, dict[str, object]] = {
     "s2_l1c": {"bands": list(L1C_BANDS), "unit": "DN"},
     "s1": {"bands": ["VV", "VH"], "unit": "dB"},
 }
-_SPLITS = ("train", "val", "test")
 
 
 def climates_for(code: int, min_share: float = 0.02) -> tuple[str, ...]:
@@ -140,7 +139,17 @@ def split_cells(
 
 @dataclass
 class TaskSummary:
-    """What was written for one task."""
+    """What was written for one task.
+
+    Attributes:
+        name: task folder name.
+        path: task folder.
+        task: ``classification`` or ``segmentation``.
+        classes: class names in label / mask-index order.
+        worldcover_codes: the ESA code of each class.
+        samples: split -> number of samples.
+        per_class: class -> number of chips (classification) or of pixels (segmentation).
+    """
 
     name: str
     path: str
@@ -224,48 +233,63 @@ def _write_tif(
             dst.set_band_description(i, name)
 
 
-def _write_rasters(
-    root: Path, sid: str, cell: HeldOutCell, rasters: dict[str, np.ndarray], y: int, x: int
-) -> None:
-    crs, tr = cell.plan.geo.crs, _chip_transform(cell.plan, y, x)
-    for sensor, arr in rasters.items():
-        names = TASK_SENSORS[sensor]["bands"]
-        assert isinstance(names, list)
-        nodata = None if sensor == "s1" else 0.0
-        _write_tif(root / sensor / f"{sid}.tif", arr, crs, tr, nodata, names)
+class _TaskWriter:
+    """One task folder being written under ``.<name>.partial``, renamed into place by ``commit``."""
 
-
-def _task_json(name: str, task: str, codes: list[int], description: str) -> dict[str, object]:
-    return {
-        "name": name,
-        "task": task,
-        "classes": [CLASS_NAMES[c] for c in codes],
-        "ignore_index": IGNORE_INDEX,
-        "sensors": TASK_SENSORS,
-        "worldcover_codes": codes,
-        "description": description,
-    }
-
-
-@dataclass
-class _Folder:
-    """A task folder being written under a temporary name, renamed into place by ``commit``."""
-
-    final: Path
-    meta: dict[str, object]
-    rows: list[tuple[str, str, str]] = field(default_factory=list)
-
-    @property
-    def tmp(self) -> Path:
-        return self.final.parent / f".{self.final.name}.partial"
-
-    def open(self, masks: bool) -> None:
+    def __init__(self, final: Path, kind: str, codes: list[int], description: str) -> None:
+        self.final, self.kind = final, kind
+        self.tmp = final.parent / f".{final.name}.partial"
+        names = [CLASS_NAMES[c] for c in codes]
+        self.meta = {
+            "name": final.name,
+            "task": kind,
+            "classes": names,
+            "ignore_index": IGNORE_INDEX,
+            "sensors": TASK_SENSORS,
+            "worldcover_codes": codes,
+            "description": description,
+        }
+        self.summary = TaskSummary(final.name, str(final), kind, names, codes)
+        self.rows: list[tuple[str, str, str]] = []
         if self.tmp.exists():
             shutil.rmtree(self.tmp)
-        for sub in (*TASK_SENSORS, *(("masks",) if masks else ())):
+        masks = ("masks",) if kind == "segmentation" else ()
+        for sub in (*TASK_SENSORS, *masks):
             (self.tmp / sub).mkdir(parents=True)
 
-    def commit(self) -> None:
+    def add(
+        self,
+        cell: HeldOutCell,
+        y: int,
+        x: int,
+        rasters: dict[str, np.ndarray],
+        label: int | None = None,
+        mask: np.ndarray | None = None,
+    ) -> None:
+        """Write one chip: its sensor rasters, its mask (segmentation) and its row."""
+        sid = f"{cell.plan.geo.grid_cell}_y{y:04d}_x{x:04d}"
+        crs, tr = cell.plan.geo.crs, _chip_transform(cell.plan, y, x)
+        for sensor, arr in rasters.items():
+            names = TASK_SENSORS[sensor]["bands"]
+            assert isinstance(names, list)
+            nodata = None if sensor == "s1" else 0.0
+            _write_tif(self.tmp / sensor / f"{sid}.tif", arr, crs, tr, nodata, names)
+        per_class = self.summary.per_class
+        if mask is not None:
+            path = self.tmp / "masks" / f"{sid}.tif"
+            _write_tif(path, mask, crs, tr, float(IGNORE_INDEX), ["class"])
+            counts = np.bincount(mask.ravel(), minlength=256)
+            for i, name in enumerate(self.summary.classes):
+                per_class[name] = per_class.get(name, 0) + int(counts[i])
+        if label is not None:
+            name = self.summary.classes[label]
+            per_class[name] = per_class.get(name, 0) + 1
+        self.rows.append((sid, cell.split, "" if label is None else str(label)))
+        samples = self.summary.samples
+        samples[cell.split] = samples.get(cell.split, 0) + 1
+
+    def commit(self) -> TaskSummary:
+        """Write ``task.json`` and ``samples.csv`` and move the folder into place."""
         (self.tmp / "task.json").write_text(json.dumps(self.meta, indent=2) + "\n")
         with open(self.tmp / "samples.csv", "w", newline="") as f:
             w = csv.writer(f)
@@ -274,6 +298,7 @@ class _Folder:
         if self.final.exists():
             shutil.rmtree(self.final)
         self.tmp.rename(self.final)
+        return self.summary
 
 
 @dataclass
@@ -363,68 +388,31 @@ def write_tasks(
     cache = RenderCache(cache_bytes)
     maps = [cache.scene(p).codes for p in plans]
     chips = plan_chips(maps, cls_chip, seg_chip, min_purity, seed)
-    cls_desc = (
-        f"Scene classification of {cls_chip} px chips from held-out cells of the terrafm synthetic "
-        f"world: label = dominant ESA WorldCover class (>= {min_purity:.0%} of the chip)."
+    cls = _TaskWriter(
+        root / "landcover_cls",
+        "classification",
+        chips.cls_codes,
+        f"Scene classification of {cls_chip} px chips from held-out cells of the terrafm "
+        f"synthetic world: label = dominant ESA WorldCover class (>= {min_purity:.0%} of the chip).",
     )
-    seg_desc = (
+    seg = _TaskWriter(
+        root / "landcover_seg",
+        "segmentation",
+        chips.seg_codes,
         f"Semantic segmentation of {seg_chip} px chips from held-out cells of the terrafm "
         f"synthetic world into ESA WorldCover classes; masks hold class indices, "
-        f"{IGNORE_INDEX} = ignore (classes too rare to evaluate)."
+        f"{IGNORE_INDEX} = ignore (classes too rare to evaluate).",
     )
-    cls_dir = _Folder(
-        root / "landcover_cls",
-        _task_json("landcover_cls", "classification", chips.cls_codes, cls_desc),
-    )
-    seg_dir = _Folder(
-        root / "landcover_seg",
-        _task_json("landcover_seg", "segmentation", chips.seg_codes, seg_desc),
-    )
-    cls_dir.open(masks=False)
-    seg_dir.open(masks=True)
-    cls_sum = TaskSummary(
-        "landcover_cls",
-        str(cls_dir.final),
-        "classification",
-        [CLASS_NAMES[c] for c in chips.cls_codes],
-        chips.cls_codes,
-    )
-    seg_sum = TaskSummary(
-        "landcover_seg",
-        str(seg_dir.final),
-        "segmentation",
-        [CLASS_NAMES[c] for c in chips.seg_codes],
-        chips.seg_codes,
-    )
-    lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+    lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)  # ESA code -> mask index
     lut[chips.seg_codes] = np.arange(len(chips.seg_codes), dtype=np.uint8)
-    seg_pixels = np.zeros(256, dtype=np.int64)
     for plan, split, kept in zip(plans, splits, chips.cls):
         cell = render_heldout(plan, split, cache)
         for y, x, code in kept:
-            sid = f"{plan.geo.grid_cell}_y{y:04d}_x{x:04d}"
             rng = np.random.default_rng([seed, 11, plan.index, y, x])
-            _write_rasters(cls_dir.tmp, sid, cell, chip_rasters(cell, rng, y, x, cls_chip), y, x)
-            cls_dir.rows.append((sid, split, str(chips.cls_codes.index(code))))
-            _count(cls_sum, split, CLASS_NAMES[code])
+            label = chips.cls_codes.index(code)
+            cls.add(cell, y, x, chip_rasters(cell, rng, y, x, cls_chip), label=label)
         for y, x in _windows(plan.size, seg_chip):
-            sid = f"{plan.geo.grid_cell}_y{y:04d}_x{x:04d}"
             rng = np.random.default_rng([seed, 13, plan.index, y, x])
-            _write_rasters(seg_dir.tmp, sid, cell, chip_rasters(cell, rng, y, x, seg_chip), y, x)
-            win = cell.codes[y : y + seg_chip, x : x + seg_chip]
-            seg_pixels += np.bincount(win.ravel(), minlength=256)
-            mask = lut[win]
-            tr = _chip_transform(plan, y, x)
-            path = seg_dir.tmp / "masks" / f"{sid}.tif"
-            _write_tif(path, mask, plan.geo.crs, tr, float(IGNORE_INDEX), ["class"])
-            seg_dir.rows.append((sid, split, ""))
-            seg_sum.samples[split] = seg_sum.samples.get(split, 0) + 1
-    seg_sum.per_class = {CLASS_NAMES[c]: int(seg_pixels[c]) for c in chips.seg_codes}
-    cls_dir.commit()
-    seg_dir.commit()
-    return [cls_sum, seg_sum]
-
-
-def _count(summary: TaskSummary, split: str, name: str) -> None:
-    summary.samples[split] = summary.samples.get(split, 0) + 1
-    summary.per_class[name] = summary.per_class.get(name, 0) + 1
+            mask = lut[cell.codes[y : y + seg_chip, x : x + seg_chip]]
+            seg.add(cell, y, x, chip_rasters(cell, rng, y, x, seg_chip), mask=mask)
+    return [cls.commit(), seg.commit()]
