@@ -55,9 +55,11 @@ __all__ = [
     "PRESETS",
     "WorldConfig",
     "WorldError",
+    "WorldPlan",
     "load_manifest",
     "make_world",
     "plan_world",
+    "render_product",
     "world_config",
 ]
 
@@ -275,8 +277,9 @@ def render_product(
         bands, nodata = render_s1(plan, scene)
         return _sample(plan, product, bands, nodata=nodata)
     level = "L2A" if product == "S2L2A" else "L1C"
-    # L2A is written first; L1C is the last user of a cell's surface.
-    surface = cache.surface(plan, scene, last_use=level == "L1C")
+    # L2A is written first; L1C, when the cell has it, is the last user of the surface.
+    last = level == "L1C" or "S2L1C" not in plan.products
+    surface = cache.surface(plan, scene, last_use=last)
     bands, cover, nodata = render_s2(plan, scene, surface, level)
     return _sample(plan, product, bands, cloud_cover=round(cover, 3), nodata=nodata)
 
