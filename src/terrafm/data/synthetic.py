@@ -95,6 +95,7 @@ class WorldConfig:
         task_cell_size: side of held-out cells (0: same as ``cell_size``).
         cls_chip: classification chip side (multiple of 16).
         seg_chip: segmentation chip side (multiple of 16).
+        seg_chips_per_cell: segmentation chips drawn per held-out cell (0: every window).
         min_purity: minimum share of the dominant class in a classification chip.
         split: (train, val, test) shares of held-out cells.
         rows_per_file: samples per Major-TOM image parquet file.
@@ -114,6 +115,7 @@ class WorldConfig:
     task_cell_size: int = 0
     cls_chip: int = 64
     seg_chip: int = 64
+    seg_chips_per_cell: int = 0
     min_purity: float = 0.5
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)
     rows_per_file: int = 64
@@ -148,8 +150,10 @@ class WorldConfig:
             raise WorldError(
                 f"split must be three non-negative shares summing to 1, got {self.split}"
             )
-        if self.task_cells_per_class < 0 or self.rows_per_file < 1:
-            raise WorldError("task_cells_per_class must be >= 0 and rows_per_file >= 1")
+        if min(self.task_cells_per_class, self.seg_chips_per_cell) < 0 or self.rows_per_file < 1:
+            raise WorldError(
+                "task_cells_per_class and seg_chips_per_cell must be >= 0, rows_per_file >= 1"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -159,7 +163,9 @@ class WorldConfig:
 
 PRESETS: dict[str, WorldConfig] = {
     # Whole quickstart (generate + pretrain + evaluate) in 15 minutes on 2 cores.
-    "quickstart": WorldConfig(cells=128, cell_size=192, task_cells_per_class=6, seg_chip=64),
+    "quickstart": WorldConfig(
+        cells=128, cell_size=192, task_cells_per_class=10, seg_chip=64, seg_chips_per_cell=4
+    ),
     # Bigger cells and more of them; still generates in about a minute on 2 cores.
     "default": WorldConfig(cells=256, cell_size=264, task_cells_per_class=8, seg_chip=128),
 }
@@ -415,6 +421,7 @@ def make_world(
             seg_chip=cfg.seg_chip,
             min_purity=cfg.min_purity,
             seed=cfg.seed,
+            seg_per_cell=cfg.seg_chips_per_cell,
         )
     manifest = _manifest(cfg, plan, counts, records, tasks)
     with atomic_write(out / MANIFEST) as tmp:

@@ -274,6 +274,6 @@ def _fill_mangrove_channels(rng: np.random.Generator, scene: Scene) -> None:
     water = scene.codes == 80
     if not water.any():
         return
-    near = dilate(water, int(rng.integers(6, 14)))
+    near = dilate(water, int(rng.integers(20, 40)))  # belts a few hundred metres wide
     far = mangrove & ~near
     scene.codes[far] = 10

@@ -308,11 +308,13 @@ class ChipPlan:
     Attributes:
         cls: per cell, (y, x, ESA code) of each classification chip kept.
         cls_codes: ESA codes of the classification classes, in label order.
+        seg: per cell, (y, x) of each segmentation chip.
         seg_codes: ESA codes of the segmentation classes, in mask-index order.
     """
 
     cls: list[list[tuple[int, int, int]]]
     cls_codes: list[int]
+    seg: list[list[tuple[int, int]]]
     seg_codes: list[int]
 
 
@@ -322,6 +324,7 @@ def plan_chips(
     seg_chip: int,
     min_purity: float,
     seed: int = 0,
+    seg_per_cell: int = 0,
     min_chips: int = 4,
     balance: float = 1.5,
     min_share: float = 0.002,
@@ -330,9 +333,9 @@ def plan_chips(
 
     A classification chip is kept when its dominant class covers at least ``min_purity`` of it;
     a class needs ``min_chips`` such chips to be in the task, and keeps at most ``balance`` times
-    the median class count (a random subset), so common classes do not swamp the task. A
-    segmentation class needs ``min_share`` of all segmentation pixels; rarer classes are set to
-    the ignore index.
+    the median class count (a random subset), so common classes do not swamp the task. Each
+    cell gives ``seg_per_cell`` random segmentation chips (0: every window). A segmentation class
+    needs ``min_share`` of all segmentation pixels; rarer classes are set to the ignore index.
     """
     cls: list[list[tuple[int, int, int]]] = []
     for codes in maps:
@@ -353,13 +356,18 @@ def plan_chips(
         order = rng.permutation(len(mine))[:cap]
         keep.update(mine[j] for j in sorted(order))
     cls = [[ch for ch in kept if (i, *ch) in keep] for i, kept in enumerate(cls)]
+    seg: list[list[tuple[int, int]]] = []
     counts = np.zeros(256, dtype=np.int64)
     for codes in maps:
-        for y, x in _windows(codes.shape[0], seg_chip):
+        wins = list(_windows(codes.shape[0], seg_chip))
+        if 0 < seg_per_cell < len(wins):
+            wins = [wins[j] for j in sorted(rng.permutation(len(wins))[:seg_per_cell])]
+        seg.append(wins)
+        for y, x in wins:
             counts += np.bincount(codes[y : y + seg_chip, x : x + seg_chip].ravel(), minlength=256)
     total = max(int(counts.sum()), 1)
     seg_codes = [c for c in WORLDCOVER_CLASSES if counts[c] / total >= min_share]
-    return ChipPlan(cls, cls_codes, seg_codes)
+    return ChipPlan(cls, cls_codes, seg, seg_codes)
 
 
 def write_tasks(
@@ -371,6 +379,7 @@ def write_tasks(
     seg_chip: int,
     min_purity: float,
     seed: int,
+    seg_per_cell: int = 0,
     cache_bytes: int = 256 * 2**20,
 ) -> list[TaskSummary]:
     """Render the held-out cells one at a time and write both task folders under ``root``.
@@ -383,11 +392,12 @@ def write_tasks(
         seg_chip: segmentation chip side (px).
         min_purity: minimum dominant-class share of a classification chip.
         seed: world seed (per-chip perturbations).
+        seg_per_cell: segmentation chips per cell (0: every window).
         cache_bytes: memory for land-cover scenes kept between the two passes (speed only).
     """
     cache = RenderCache(cache_bytes)
     maps = [cache.scene(p).codes for p in plans]
-    chips = plan_chips(maps, cls_chip, seg_chip, min_purity, seed)
+    chips = plan_chips(maps, cls_chip, seg_chip, min_purity, seed, seg_per_cell)
     cls = _TaskWriter(
         root / "landcover_cls",
         "classification",
@@ -405,13 +415,13 @@ def write_tasks(
     )
     lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)  # ESA code -> mask index
     lut[chips.seg_codes] = np.arange(len(chips.seg_codes), dtype=np.uint8)
-    for plan, split, kept in zip(plans, splits, chips.cls):
+    for plan, split, kept, seg_wins in zip(plans, splits, chips.cls, chips.seg):
         cell = render_heldout(plan, split, cache)
         for y, x, code in kept:
             rng = np.random.default_rng([seed, 11, plan.index, y, x])
             label = chips.cls_codes.index(code)
             cls.add(cell, y, x, chip_rasters(cell, rng, y, x, cls_chip), label=label)
-        for y, x in _windows(plan.size, seg_chip):
+        for y, x in seg_wins:
             rng = np.random.default_rng([seed, 13, plan.index, y, x])
             mask = lut[cell.codes[y : y + seg_chip, x : x + seg_chip]]
             seg.add(cell, y, x, chip_rasters(cell, rng, y, x, seg_chip), mask=mask)
