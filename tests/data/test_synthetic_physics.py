@@ -98,6 +98,7 @@ def test_l1c_reproduces_eurosat_class_means() -> None:
     acc: dict[int, list[np.ndarray]] = {10: [], 40: [], 80: []}
     i = 0
     while len(acc[10]) < 12 or len(acc[80]) < 3:
+        assert i < 400, "too few temperate leaf-on clear cells"
         p = plan_cell(
             7, 0, i, 96, taken, ocean=False, snowy_winters=False, climates=("Cfb", "Dfb", "Cfa")
         )
