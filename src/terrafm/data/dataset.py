@@ -170,10 +170,13 @@ class MultiCropDataset(Dataset[dict[str, object]]):
     def _load(self, index: int) -> tuple[dict[str, torch.Tensor], list[SampleError]]:
         known = self._bad.get(index)
         if known is not None:
-            raise known
+            # A fresh exception each time: re-raising the stored one would chain every raising
+            # frame (and its locals: whole decoded tiles and views) onto its traceback, forever.
+            raise SampleError(known.reason, known.where, known.detail)
         try:
             return self.tiles.load(index)
         except SampleError as e:
             log.warning("skipped sample: %s", e)
-            self._bad[index] = e
+            # Remember only the message: the traceback's frames hold the decoded rasters.
+            self._bad[index] = SampleError(e.reason, e.where, e.detail)
             raise
