@@ -139,6 +139,7 @@ class DataConfig:
     max_invalid: float = 0.5  # largest share of invalid pixels per sensor tile
     fail_fast: bool = False  # stop at the first bad sample instead of skipping it
     pin_memory: bool = True
+    cache_mb: int = 0  # keep decoded tiles in memory up to this budget (small data, many epochs)
 
 
 @dataclass
@@ -156,6 +157,8 @@ class TrainConfig:
     max_nonfinite: int = 10  # consecutive non-finite steps before the run stops
     progress: bool = True
     threads: int | None = None  # torch CPU threads; None leaves torch's default
+    # Run each sample only through the stems it uses (see MultiCropModel); null: on for CPU.
+    group_by_sensors: bool | None = None
 
 
 @dataclass

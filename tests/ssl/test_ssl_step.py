@@ -61,6 +61,24 @@ def test_multicrop_grouping_equals_separate_calls() -> None:
     torch.testing.assert_close(out, torch.cat(sep), rtol=1e-4, atol=1e-5)
 
 
+def test_grouping_by_sensor_subset_equals_masked_call() -> None:
+    student, _ = _pair()
+    student.eval()
+    grouped = copy.deepcopy(student)
+    grouped.group_by_sensors = True
+    batch = random_batch(6, sensors=("s1", "s2_l1c", "s2_l2a"), n_local=2, seed=4)
+    views = batch["teacher"] + batch["student_local"]
+    with torch.no_grad():
+        torch.testing.assert_close(grouped(views), student(views), rtol=1e-4, atol=1e-5)
+    # Gradients agree too: grouping changes the compute, not the function.
+    for m in (student, grouped):
+        m.zero_grad()
+        m(views).square().sum().backward()
+    for (n, a), (_, b) in zip(student.named_parameters(), grouped.named_parameters()):
+        if a.grad is not None and b.grad is not None:
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-5, msg=n)
+
+
 def test_teacher_is_frozen_copy() -> None:
     student, teacher = _pair()
     assert not teacher.training

@@ -1,10 +1,8 @@
 """From ``cfg.data`` to a stream of contract-B batches: the Major-TOM loader as a BatchSource.
 
 Builds :func:`terrafm.data.loader.build_pretrain_loader` with the config's crops, curation and
-sampling, and maps the component switches of SPEC §4 to the sensor draw (see
-:class:`terrafm.config.DataConfig`). "Fusion off" needs exactly one sensor per view: the loader
-delivers every sensor and :func:`one_sensor_per_view` keeps one per sample, drawn from a generator
-seeded by ``(seed, rank, epoch, batch)`` so a resumed run draws the same.
+sampling, and maps the component switches of SPEC §4 to the loader's sensor draw (see
+:class:`terrafm.config.DataConfig` and :func:`sensor_plan`).
 """
 
 from __future__ import annotations
@@ -19,35 +17,61 @@ import torch
 from terrafm.config import PretrainConfig
 from terrafm.ssl.distributed import DistInfo
 
-__all__ = ["LoaderSource", "build_source", "one_sensor_per_view", "sensor_plan"]
+__all__ = ["LoaderSource", "TileCache", "build_source", "sensor_plan"]
 
 log = logging.getLogger(__name__)
 
 
-def sensor_plan(cfg: PretrainConfig) -> tuple[list[str], str, bool]:
-    """``(sensors to load, loader sensor draw, keep one sensor per view)`` for the switches."""
+def sensor_plan(cfg: PretrainConfig) -> tuple[list[str], str]:
+    """``(sensors to load, the loader's sensor draw)`` for the component switches."""
     d = cfg.data
     if d.modality_aug and d.fusion:
-        return list(d.sensors), d.modality_mode, False
-    if d.modality_aug:  # sensors as augmentation, never fused
-        return list(d.sensors), "all", True
+        return list(d.sensors), d.modality_mode
+    if d.modality_aug:  # sensors as augmentation, never fused: one sensor per view
+        return list(d.sensors), "one"
     if d.fusion:  # every view fuses every sensor
-        return list(d.sensors), "all", False
-    return [d.single_sensor], "all", False
+        return list(d.sensors), "all"
+    return [d.single_sensor], "all"  # DINO on one sensor (the paper's baseline)
 
 
-def one_sensor_per_view(batch: dict[str, Any], g: torch.Generator) -> dict[str, Any]:
-    """Keep one of each sample's available sensors in every view (uniformly), zero the rest."""
-    for key in ("teacher", "student_global", "student_local"):
-        for view in batch[key]:
-            keys = list(view["inputs"])
-            avail = torch.stack([view["masks"][k] for k in keys], 1).float()  # (B, m)
-            pick = torch.multinomial(avail, 1, generator=g).squeeze(1)  # (B,)
-            for j, k in enumerate(keys):
-                keep = pick == j
-                view["masks"][k] = keep
-                view["inputs"][k] = view["inputs"][k] * keep[:, None, None, None]
-    return batch
+class TileCache:
+    """Keeps decoded, normalised tiles in memory, up to a byte budget (small worlds, many epochs).
+
+    Wraps a :class:`terrafm.data.dataset.TileDataset` and answers ``load(index)`` from memory
+    after the first read; everything else is delegated. Decoding dominates the CPU cost of a
+    small tile, so a run of many epochs over a small set (the built-in world) reads each tile
+    once. Tiles past the budget are read from disk every time, as without the cache. With
+    DataLoader workers each worker holds its own cache (use persistent workers).
+
+    Args:
+        tiles: the tile dataset.
+        max_bytes: memory budget.
+    """
+
+    def __init__(self, tiles: Any, max_bytes: int):
+        self.tiles = tiles
+        self.max_bytes = max_bytes
+        self.used = 0
+        self._store: dict[int, tuple[dict[str, torch.Tensor], list[Any]]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "tiles":  # not set yet (e.g. while unpickling)
+            raise AttributeError(name)
+        return getattr(self.tiles, name)
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    def load(self, index: int) -> tuple[dict[str, torch.Tensor], list[Any]]:
+        hit = self._store.get(index)
+        if hit is not None:
+            return dict(hit[0]), list(hit[1])
+        inputs, errors = self.tiles.load(index)
+        size = sum(t.numel() * t.element_size() for t in inputs.values())
+        if self.used + size <= self.max_bytes:
+            self._store[index] = (dict(inputs), list(errors))
+            self.used += size
+        return inputs, errors
 
 
 class LoaderSource:
@@ -55,15 +79,10 @@ class LoaderSource:
 
     Args:
         loader: the pretraining loader of this rank.
-        single_view_sensor: apply :func:`one_sensor_per_view` (fusion off).
-        seed: seed of that draw.
-        rank: this process's rank.
     """
 
-    def __init__(self, loader: Any, single_view_sensor: bool, seed: int, rank: int):
+    def __init__(self, loader: Any):
         self.loader = loader
-        self.single = single_view_sensor
-        self.seed, self.rank = seed, rank
         refs = loader.dataset.tiles.refs
         self._counts = dict(Counter(int(r.landcover) for r in refs))
 
@@ -82,12 +101,7 @@ class LoaderSource:
             state = loader.sampler.state_dict(position=start * loader.batch_size)
             loader.sampler.load_state_dict({**state, "epoch": epoch})
         reported = loader.skip_log.total
-        for i, batch in enumerate(loader, start=start):
-            if self.single:
-                g = torch.Generator().manual_seed(
-                    ((self.seed * 1009 + self.rank) * 100_003 + epoch) * 1_000_003 + i
-                )
-                batch = one_sensor_per_view(batch, g)
+        for batch in loader:
             if loader.skip_log.total != reported:
                 reported = loader.skip_log.total
                 log.warning("data: %s", loader.skip_log.summary())
@@ -112,7 +126,7 @@ def build_source(cfg: PretrainConfig, info: DistInfo) -> LoaderSource:
             "data.root is not set: pass data.root=DIR (a Major-TOM root or GeoTIFF folder)"
         )
     roots = [d.root] if isinstance(d.root, str) else list(d.root)
-    sensors, draw, single = sensor_plan(cfg)
+    sensors, draw = sensor_plan(cfg)
     views = MultiCropConfig(
         global_size=d.global_size,
         local_size=d.local_size,
@@ -144,4 +158,6 @@ def build_source(cfg: PretrainConfig, info: DistInfo) -> LoaderSource:
         pin_memory=d.pin_memory and info.device.type == "cuda",
         persistent_workers=d.num_workers > 0,
     )
-    return LoaderSource(loader, single, cfg.train.seed, info.rank)
+    if d.cache_mb > 0:
+        loader.dataset.tiles = TileCache(loader.dataset.tiles, d.cache_mb * 2**20)  # type: ignore[assignment]
+    return LoaderSource(loader)

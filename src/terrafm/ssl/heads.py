@@ -86,7 +86,7 @@ class DINOHead(nn.Module):
 
 
 def concat_views(views: Sequence[View]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Stack views of one size along the batch; drop sensors no sample uses.
+    """Stack views of one size along the batch.
 
     Returns:
         ``(inputs, masks)`` with every tensor of batch ``len(views) * B``.
@@ -94,8 +94,7 @@ def concat_views(views: Sequence[View]) -> tuple[dict[str, torch.Tensor], dict[s
     keys = list(views[0]["inputs"])
     inputs = {k: torch.cat([v["inputs"][k] for v in views]) for k in keys}  # (V*B, C, S, S)
     masks = {k: torch.cat([v["masks"][k] for v in views]).bool() for k in keys}  # (V*B,)
-    used = [k for k in keys if bool(masks[k].any())]
-    return {k: inputs[k] for k in used}, {k: masks[k] for k in used}
+    return inputs, masks
 
 
 class MultiCropModel(nn.Module):
@@ -103,12 +102,45 @@ class MultiCropModel(nn.Module):
 
     Wrapping this one module (in DDP or FSDP) lets a step make several backbone calls per
     backward, as DINO's multi-crop wrapper does.
+
+    Args:
+        backbone: the encoder.
+        head: the projection head.
+        group_by_sensors: split each call by the samples' sensor subsets, so a sample runs only
+            the stems it uses (one sensor: the single path, no fusion attention). Same result as
+            masking (a masked sensor has zero attention weight), less compute; worth it on CPU,
+            where the wide stems dominate small models. Off: one masked call per size, every
+            sensor's stem and the fusion in the graph on every rank (what FSDP needs: its
+            collectives require the same calls and the same parameters with gradients on all
+            ranks).
     """
 
-    def __init__(self, backbone: TerraFM, head: DINOHead):
+    def __init__(self, backbone: TerraFM, head: DINOHead, group_by_sensors: bool = False):
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.group_by_sensors = group_by_sensors
+
+    def _encode(
+        self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """CLS embeddings (N, D) of one stacked call, optionally split by sensor subset."""
+        keys = list(inputs)
+        if not self.group_by_sensors or len(keys) == 1:
+            return self.backbone(inputs, masks)
+        bits = sum(masks[k].long() << j for j, k in enumerate(keys))  # (N,) subset id
+        assert isinstance(bits, torch.Tensor)
+        subsets = torch.unique(bits).tolist()
+        if len(subsets) == 1 and subsets[0] == 2 ** len(keys) - 1:
+            return self.backbone(inputs)  # everyone uses every sensor
+        parts, order = [], []
+        for sub in subsets:
+            idx = torch.nonzero(bits == sub).flatten()  # (n_sub,)
+            used = [k for j, k in enumerate(keys) if (sub >> j) & 1]
+            parts.append(self.backbone({k: inputs[k][idx] for k in used}))  # (n_sub, D)
+            order.append(idx)
+        inverse = torch.argsort(torch.cat(order))  # back to the stacked order
+        return torch.cat(parts)[inverse]
 
     def forward(self, views: Sequence[View]) -> torch.Tensor:
         """Prototype logits of all views, concatenated in view order: (V * B, K)."""
@@ -124,5 +156,5 @@ class MultiCropModel(nn.Module):
         feats = []
         for g in groups:
             inputs, masks = concat_views([views[i] for i in g])
-            feats.append(self.backbone(inputs, masks))  # (len(g) * B, D)
+            feats.append(self._encode(inputs, masks))  # (len(g) * B, D)
         return self.head(torch.cat(feats))  # (V * B, K)

@@ -36,10 +36,10 @@ _NO_DECAY_NAMES = ("cls_token", "pos_embed", "queries")
 
 
 def build_student_teacher(
-    backbone: nn.Module, head: DINOHead
+    backbone: nn.Module, head: DINOHead, group_by_sensors: bool = False
 ) -> tuple[MultiCropModel, MultiCropModel]:
     """Student = backbone + head; teacher = a frozen copy in eval mode (no drop path)."""
-    student = MultiCropModel(backbone, head)  # type: ignore[arg-type]
+    student = MultiCropModel(backbone, head, group_by_sensors)  # type: ignore[arg-type]
     teacher = copy.deepcopy(student)
     teacher.eval()
     for p in teacher.parameters():

@@ -44,7 +44,7 @@ from terrafm.ssl.distributed import (
     wrap_ddp,
 )
 from terrafm.ssl.export import export_encoder
-from terrafm.ssl.heads import DINOHead
+from terrafm.ssl.heads import DINOHead, MultiCropModel
 from terrafm.ssl.loss import DualCenteredDINOLoss, high_frequency_classes
 from terrafm.ssl.metrics import MetricsLog, plot_loss_curve
 from terrafm.ssl.schedules import Schedules
@@ -56,7 +56,14 @@ from terrafm.ssl.step import (
     train_step,
 )
 
-__all__ = ["BatchSource", "NonFiniteLossError", "PretrainResult", "pretrain"]
+__all__ = [
+    "BatchSource",
+    "NonFiniteLossError",
+    "PretrainResult",
+    "TrainingObjects",
+    "build_training",
+    "pretrain",
+]
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +147,20 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _build(cfg: PretrainConfig, info: DistInfo, high_freq: list[int]) -> dict[str, Any]:
+@dataclass
+class TrainingObjects:
+    """What a training step needs: the (wrapped) student, the teacher, optimiser and loss."""
+
+    student: torch.nn.Module
+    teacher: MultiCropModel
+    optimizer: torch.optim.Optimizer
+    loss: DualCenteredDINOLoss
+
+
+def build_training(cfg: PretrainConfig, info: DistInfo, high_freq: list[int]) -> TrainingObjects:
+    """Student / teacher / head / optimiser / loss of ``cfg`` on ``info.device``, wrapped for
+    the job (DDP, or FSDP2 with ``train.strategy=fsdp``); identical initial weights on all ranks.
+    """
     _seed_all(cfg.train.seed)  # identical initial weights on every rank
     backbone = create_model(
         cfg.model.name, pretrained=cfg.model.pretrained, drop_path_rate=cfg.model.drop_path_rate
@@ -149,11 +169,16 @@ def _build(cfg: PretrainConfig, info: DistInfo, high_freq: list[int]) -> dict[st
     head = DINOHead(
         backbone.embed_dim, h.out_dim, h.hidden_dim, h.bottleneck_dim, h.nlayers, h.norm_last_layer
     )
-    student, teacher = build_student_teacher(backbone, head)
+    fsdp = cfg.train.strategy == "fsdp" and info.distributed
+    group = cfg.train.group_by_sensors
+    if group and fsdp:
+        raise ValueError("train.group_by_sensors=true cannot be used with train.strategy=fsdp")
+    group = info.device.type == "cpu" and not fsdp if group is None else group
+    student, teacher = build_student_teacher(backbone, head, group)
     student.to(info.device)
     teacher.to(info.device)
     wrapped: torch.nn.Module
-    if cfg.train.strategy == "fsdp" and info.distributed:
+    if fsdp:
         wrapped = shard_fsdp(student, [student.backbone.blocks])
         shard_fsdp(teacher, [teacher.backbone.blocks])
     else:
@@ -168,7 +193,7 @@ def _build(cfg: PretrainConfig, info: DistInfo, high_freq: list[int]) -> dict[st
         dual=cfg.loss.dual_centering,
     ).to(info.device)
     _seed_all(cfg.train.seed + 1000 * info.rank + 1)  # per-rank stream for drop path etc.
-    return {"student": wrapped, "teacher": teacher, "optimizer": optimizer, "loss": loss_fn}
+    return TrainingObjects(wrapped, teacher, optimizer, loss_fn)
 
 
 def _schedules(cfg: PretrainConfig, steps_per_epoch: int, world: int) -> Schedules:
@@ -222,7 +247,7 @@ class _Run:
             raise ValueError("the data source yields no batch per epoch (is the dataset empty?)")
         self.high_freq = _high_freq(cfg, source)
         self.sched = _schedules(cfg, self.spe, info.world_size)
-        self.objs = _build(cfg, info, self.high_freq)
+        self.objs = build_training(cfg, info, self.high_freq)
         self.step = 0
         self.nonfinite_total = 0
         self.streak = 0
@@ -244,10 +269,10 @@ class _Run:
         o = self.objs
         save_training_state(
             self.ckpt,
-            student=o["student"],
-            teacher=o["teacher"],
-            optimizer=o["optimizer"],
-            loss_fn=o["loss"],
+            student=o.student,
+            teacher=o.teacher,
+            optimizer=o.optimizer,
+            loss_fn=o.loss,
             extra=extra,
             is_main=self.info.is_main,
         )
@@ -265,10 +290,10 @@ class _Run:
         o = self.objs
         restore_training_state(
             payload,
-            student=o["student"],
-            teacher=o["teacher"],
-            optimizer=o["optimizer"],
-            loss_fn=o["loss"],
+            student=o.student,
+            teacher=o.teacher,
+            optimizer=o.optimizer,
+            loss_fn=o.loss,
             rank=self.info.rank,
         )
         load_source = getattr(self.source, "load_state_dict", None)
@@ -285,10 +310,10 @@ class _Run:
         batch = to_device(batch, self.info.device)
         o = self.objs
         return train_step(
-            o["student"],
-            o["teacher"],
-            o["loss"],
-            o["optimizer"],
+            o.student,
+            o.teacher,
+            o.loss,
+            o.optimizer,
             batch,
             self.sched.at(self.step),
             freeze_last_layer=self.step < self.sched.freeze_last_layer_steps,
@@ -425,7 +450,7 @@ def _run(cfg: PretrainConfig, info: DistInfo, source: BatchSource, resume: bool)
     encoder = None
     if stopped != "signal":
         encoder = export_encoder(
-            run.objs["teacher"],
+            run.objs.teacher,
             cfg.model.name,
             run.out / "encoder.safetensors",
             extra={"pretrain_step": run.step},
@@ -454,6 +479,7 @@ def pretrain(
     """
     owns_group = not (dist.is_available() and dist.is_initialized())
     info = init_distributed(cfg.train.device)
+    threads = torch.get_num_threads()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     try:
@@ -463,5 +489,6 @@ def pretrain(
             source = build_source(cfg, info)
         return _run(cfg, info, source, resume)
     finally:
+        torch.set_num_threads(threads)
         if owns_group:
             cleanup()

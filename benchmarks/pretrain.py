@@ -1,0 +1,202 @@
+"""Pretraining step throughput and model FLOP utilisation (MFU) of TerraFM (SPEC §4, issue 4).
+
+For each shipped config (tiny and B by default) and device (CPU, and CUDA when present) it builds
+the real student / teacher / head / loss / optimiser with :func:`terrafm.ssl.train.build_training`,
+feeds contract-B batches of the config's crop sizes (noise: this measures the step, not the data
+pipeline, see benchmarks/data.py), and prints:
+
+- images/s of the full training step (teacher forward, student forward + backward, clip, AdamW,
+  EMA, centre update);
+- GFLOP per image of that step, counted by ``torch.utils.flop_counter`` on one real step;
+- achieved TFLOP/s, and the matmul TFLOP/s measured on the same device in the same run, in the
+  step's dtype (float32, or bfloat16 under autocast);
+- MFU = achieved / matmul TFLOP/s.
+
+    .venv/bin/python benchmarks/pretrain.py                       # tiny + base, CPU (+ GPU)
+    .venv/bin/python benchmarks/pretrain.py --configs tiny --devices cpu --steps 5
+    .venv/bin/python benchmarks/pretrain.py --configs base --devices cuda --batch-size 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import time
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from terrafm.config import PretrainConfig, load_config, shipped_config
+from terrafm.ssl.batch import random_batch
+from terrafm.ssl.distributed import DistInfo
+from terrafm.ssl.step import to_device, train_step
+from terrafm.ssl.train import build_training
+
+CONFIGS = {
+    "tiny": "pretrain_tiny_cpu",
+    "base": "pretrain_base_majortom",
+    "large": "pretrain_large_majortom",
+}
+# Per-device default batch: CPU keeps B small enough to finish in minutes.
+CPU_BATCH = {"tiny": 64, "base": 2, "large": 1}
+GPU_BATCH = {"tiny": 256, "base": 64, "large": 32}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_tflops(device: torch.device, dtype: torch.dtype, seconds: float = 2.0) -> float:
+    """Best sustained square-matmul TFLOP/s on ``device`` in ``dtype``."""
+    n = 4096 if device.type == "cuda" else 1024
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        reps = 10 if device.type == "cuda" else 2
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        _sync(device)
+        best = max(best, reps * 2 * n**3 / (time.perf_counter() - t))
+    return best / 1e12
+
+
+def _setup(
+    name: str, device: torch.device, batch: int, amp: bool
+) -> tuple[Any, dict, PretrainConfig]:
+    cfg = load_config(
+        PretrainConfig,
+        shipped_config(CONFIGS[name]),
+        [
+            f"data.batch_size={batch}",
+            f"train.amp={str(amp).lower()}",
+            "train.device=" + device.type,
+        ],
+    )
+    objs = build_training(cfg, DistInfo(device=device), [10, 30])
+    d = cfg.data
+    batch_ = random_batch(
+        batch,
+        sensors=d.sensors,
+        global_size=d.global_size,
+        local_size=d.local_size,
+        n_local=d.n_local,
+        keep_prob=d.keep_prob,
+    )
+    return objs, to_device(batch_, device), cfg
+
+
+def bench(name: str, device: torch.device, batch: int, steps: int, amp: bool) -> dict[str, Any]:
+    objs, b, cfg = _setup(name, device, batch, amp)
+    hp = {"lr": 1e-4, "wd": 0.04, "momentum": 0.996, "teacher_temp": 0.04}
+
+    def step() -> None:
+        train_step(
+            objs.student,
+            objs.teacher,
+            objs.loss,
+            objs.optimizer,
+            b,
+            hp,
+            freeze_last_layer=False,
+            clip_grad=3.0,
+            amp=amp,
+            device=device,
+        )
+
+    step()  # warm-up (lazy init, kernel selection)
+    with FlopCounterMode(display=False) as fc:
+        step()
+    flops = float(fc.get_total_flops())
+    times = []
+    for _ in range(steps):
+        _sync(device)
+        t = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    dt = statistics.median(times)
+    peak = matmul_tflops(device, torch.bfloat16 if amp else torch.float32)
+    achieved = flops / dt / 1e12
+    mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    return {
+        "config": name,
+        "model": cfg.model.name,
+        "device": device.type,
+        "dtype": "bf16" if amp else "fp32",
+        "batch": batch,
+        "views": f"2x{cfg.data.global_size}+{cfg.data.n_local}x{cfg.data.local_size}",
+        "img_s": batch / dt,
+        "step_ms": dt * 1e3,
+        "gflop_img": flops / batch / 1e9,
+        "tflops": achieved,
+        "peak": peak,
+        "mfu": achieved / peak,
+        "mem_gib": mem,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--configs", nargs="+", default=["tiny", "base"], choices=sorted(CONFIGS))
+    p.add_argument("--devices", nargs="+", default=None, help="cpu and/or cuda (default: all here)")
+    p.add_argument("--batch-size", type=int, default=None, help="per step (default per device)")
+    p.add_argument("--steps", type=int, default=3, help="timed steps (median reported)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument(
+        "--dtype",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="step precision; auto: bf16 autocast on GPU, fp32 on CPU",
+    )
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    rows = []
+    for dev in devices:
+        device = torch.device(dev)
+        for name in args.configs:
+            gpu = device.type == "cuda"
+            batch = args.batch_size or (GPU_BATCH if gpu else CPU_BATCH)[name]
+            amp = args.dtype == "bf16" or (args.dtype == "auto" and gpu)
+            rows.append(bench(name, device, batch, args.steps, amp))
+            r = rows[-1]
+            print(f"  measured {name} on {dev}: {r['img_s']:.2f} img/s", flush=True)
+    name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu only"
+    print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} CPU threads, GPU: {name}")
+    head = (
+        "config",
+        "model",
+        "device",
+        "dtype",
+        "batch",
+        "views",
+        "img/s",
+        "step ms",
+        "GFLOP/img",
+        "TFLOP/s",
+        "matmul TFLOP/s",
+        "MFU",
+        "GPU GiB",
+    )
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in rows:
+        print(
+            f"| {r['config']} | {r['model']} | {r['device']} | {r['dtype']} | {r['batch']} | "
+            f"{r['views']} | {r['img_s']:.2f} | {r['step_ms']:.0f} | {r['gflop_img']:.1f} | "
+            f"{r['tflops']:.3f} | {r['peak']:.3f} | {100 * r['mfu']:.1f} % | {r['mem_gib']:.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

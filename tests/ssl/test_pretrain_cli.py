@@ -1,0 +1,84 @@
+"""`terrafm pretrain` / `terrafm export` end to end on a tiny built-in world (CLI smoke)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from terrafm.cli import main
+from terrafm.models import create_model
+
+SMALL = [
+    "optim.epochs=2",
+    "data.batch_size=4",
+    "data.global_size=32",
+    "data.local_size=16",
+    "data.n_local=2",
+    "data.num_workers=0",
+    "data.cache_mb=64",
+    "head.out_dim=64",
+    "head.hidden_dim=64",
+    "head.bottleneck_dim=32",
+    "train.progress=false",
+]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from terrafm.data.synthetic import make_world, world_config
+
+    out = tmp_path_factory.mktemp("world")
+    cfg = world_config(
+        "quickstart", cells=8, cell_size=48, task_cells_per_class=0, worldcover_rasters=False
+    )
+    make_world(out, cfg, overwrite=True)
+    return out
+
+
+def _pretrain(world: Path, out: Path, *extra: str, opts: tuple[str, ...] = ()) -> int:
+    return main(
+        [
+            "pretrain",
+            "--config",
+            "pretrain_tiny_cpu",
+            *opts,
+            f"data.root={world}",
+            f"train.output_dir={out}",
+            *SMALL,
+            *extra,
+        ]
+    )
+
+
+def test_cli_pretrain_resume_export(world: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert _pretrain(world, out, "train.max_steps=2") == 0
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert recs and all(isinstance(r["loss"], float) and r["loss"] > 0 for r in recs)
+    assert (out / "loss_curve.png").stat().st_size > 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["data"]["root"] == str(world) and saved["model"]["name"] == "terrafm_tiny"
+    # Same run continued: refused without --resume, continued with it.
+    assert _pretrain(world, out, "train.max_steps=3") == 2
+    assert _pretrain(world, out, "train.max_steps=3", opts=("--resume",)) == 0
+    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 3
+    assert main(["export", str(out), "--out", str(tmp_path / "ours")]) == 0
+    model = create_model("terrafm_tiny", pretrained=tmp_path / "ours.pth")
+    state = torch.load(out / "checkpoint.pt", weights_only=True)["teacher"]
+    torch.testing.assert_close(model.state_dict()["norm.weight"], state["backbone.norm.weight"])
+    assert (tmp_path / "ours.safetensors").is_file()
+
+
+def test_cli_ablation_and_config_errors(world: Path, tmp_path: Path, caplog) -> None:
+    out = tmp_path / "ablate"
+    code = _pretrain(world, out, "train.max_steps=1", opts=("--ablate", "fusion,dual_centering"))
+    assert code == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["data"]["fusion"] is False and saved["loss"]["dual_centering"] is False
+    assert _pretrain(world, tmp_path / "bad", "optim.lrr=1") == 2
+    assert "unknown config key 'optim.lrr'" in caplog.text
+    assert main(["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
