@@ -40,3 +40,16 @@ def tiny_cfg(tmp_path: Path):
         )
 
     return make
+
+
+@pytest.fixture(scope="session")
+def mini_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny built-in world (8 cells of 48 px, no tasks): real Major-TOM layout, seconds to make."""
+    from terrafm.data.synthetic import make_world, world_config
+
+    out = tmp_path_factory.mktemp("world")
+    cfg = world_config(
+        "quickstart", cells=8, cell_size=48, task_cells_per_class=0, worldcover_rasters=False
+    )
+    make_world(out, cfg, overwrite=True)
+    return out

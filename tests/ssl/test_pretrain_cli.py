@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import torch
 import yaml
 
@@ -27,18 +26,6 @@ SMALL = [
 ]
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from terrafm.data.synthetic import make_world, world_config
-
-    out = tmp_path_factory.mktemp("world")
-    cfg = world_config(
-        "quickstart", cells=8, cell_size=48, task_cells_per_class=0, worldcover_rasters=False
-    )
-    make_world(out, cfg, overwrite=True)
-    return out
-
-
 def _pretrain(world: Path, out: Path, *extra: str, opts: tuple[str, ...] = ()) -> int:
     return main(
         [
@@ -54,17 +41,17 @@ def _pretrain(world: Path, out: Path, *extra: str, opts: tuple[str, ...] = ()) -
     )
 
 
-def test_cli_pretrain_resume_export(world: Path, tmp_path: Path) -> None:
+def test_cli_pretrain_resume_export(mini_world: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    assert _pretrain(world, out, "train.max_steps=2") == 0
+    assert _pretrain(mini_world, out, "train.max_steps=2") == 0
     recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert recs and all(isinstance(r["loss"], float) and r["loss"] > 0 for r in recs)
     assert (out / "loss_curve.png").stat().st_size > 0
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    assert saved["data"]["root"] == str(world) and saved["model"]["name"] == "terrafm_tiny"
+    assert saved["data"]["root"] == str(mini_world) and saved["model"]["name"] == "terrafm_tiny"
     # Same run continued: refused without --resume, continued with it.
-    assert _pretrain(world, out, "train.max_steps=3") == 2
-    assert _pretrain(world, out, "train.max_steps=3", opts=("--resume",)) == 0
+    assert _pretrain(mini_world, out, "train.max_steps=3") == 2
+    assert _pretrain(mini_world, out, "train.max_steps=3", opts=("--resume",)) == 0
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 3
     assert main(["export", str(out), "--out", str(tmp_path / "ours")]) == 0
     model = create_model("terrafm_tiny", pretrained=tmp_path / "ours.pth")
@@ -73,12 +60,14 @@ def test_cli_pretrain_resume_export(world: Path, tmp_path: Path) -> None:
     assert (tmp_path / "ours.safetensors").is_file()
 
 
-def test_cli_ablation_and_config_errors(world: Path, tmp_path: Path, caplog) -> None:
+def test_cli_ablation_and_config_errors(mini_world: Path, tmp_path: Path, caplog) -> None:
     out = tmp_path / "ablate"
-    code = _pretrain(world, out, "train.max_steps=1", opts=("--ablate", "fusion,dual_centering"))
+    code = _pretrain(
+        mini_world, out, "train.max_steps=1", opts=("--ablate", "fusion,dual_centering")
+    )
     assert code == 0
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["data"]["fusion"] is False and saved["loss"]["dual_centering"] is False
-    assert _pretrain(world, tmp_path / "bad", "optim.lrr=1") == 2
+    assert _pretrain(mini_world, tmp_path / "bad", "optim.lrr=1") == 2
     assert "unknown config key 'optim.lrr'" in caplog.text
     assert main(["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2

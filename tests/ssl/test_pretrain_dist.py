@@ -116,3 +116,41 @@ def test_two_process_resume_is_exact(tmp_path: Path, strategy: str) -> None:
             torch.testing.assert_close(a[part][k], b[part][k], rtol=0, atol=1e-6, msg=f"{part}.{k}")
     # The ranks saw different data, yet the replicas agree: the teacher moved off its start.
     assert a["loss"]["center"].abs().sum() > 0
+
+
+def test_torchrun_launch_line(mini_world: Path, tmp_path: Path) -> None:
+    """The documented single-node line, on CPU with gloo: 2 processes, one checkpoint."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "terrafm.cli",
+        "pretrain",
+        "--config",
+        "pretrain_tiny_cpu",
+        f"data.root={mini_world}",
+        f"train.output_dir={out}",
+        "train.max_steps=2",
+        "data.batch_size=2",
+        "data.global_size=32",
+        "data.local_size=16",
+        "data.n_local=1",
+        "data.num_workers=0",
+        "head.out_dim=64",
+        "head.hidden_dim=64",
+        "head.bottleneck_dim=32",
+        "train.progress=false",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ck = load_training_state(out / "checkpoint.pt")
+    assert ck["world_size"] == 2 and ck["step"] == 2 and len(ck["rng"]) == 2
+    assert (out / "encoder.safetensors").is_file()
