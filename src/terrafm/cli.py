@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("terrafm.commands.export", "export a pretraining run's encoder as published .pth + .safetensors"),
     "weights": ("terrafm.commands.weights", "list, describe, fetch (verified) and hash registered weights"),
     "make-world": ("terrafm.commands.make_world", "generate the built-in synthetic multi-sensor world and its held-out tasks"),
+    "quickstart": ("terrafm.commands.quickstart", "the whole pipeline on the built-in world: generate, pretrain, evaluate, report"),
 }
 
 

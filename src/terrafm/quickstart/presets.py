@@ -1,0 +1,88 @@
+"""Quickstart presets: world size, pretraining recipe and probe settings, scaled to a budget.
+
+- ``quickstart``: the README's main command; world, pretraining and evaluation in at most 15
+  minutes on a 2-core CPU (measured figures in ``docs/quickstart.md``).
+- ``micro``: the same pipeline shrunk to seconds, for smoke tests; its numbers mean nothing.
+
+A preset names a world preset of :mod:`terrafm.data.synthetic` with overrides, a shipped pretraining
+config with ``key=value`` overrides (the strict merge of :mod:`terrafm.config`), and the probes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from terrafm.quickstart.evaluate import ProbeConfig
+
+__all__ = ["PRESETS", "SENSOR_SETS", "Preset", "get_preset"]
+
+# S1 alone, S2 alone, and both fused (SPEC §3); "S2" is the surface-reflectance product.
+SENSOR_SETS: tuple[tuple[str, ...], ...] = (("s1",), ("s2_l2a",), ("s1", "s2_l2a"))
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything the quickstart pipeline scales.
+
+    Attributes:
+        name: preset name.
+        world_preset: preset of :data:`terrafm.data.synthetic.PRESETS`.
+        world_overrides: :class:`~terrafm.data.synthetic.WorldConfig` fields replaced.
+        pretrain_config: shipped pretraining config (``terrafm/configs/<name>.yaml``).
+        pretrain_overrides: ``key=value`` overrides on top of it.
+        probes: how the encoders are evaluated.
+        scenes: held-out scenes in the PCA and attention figures.
+        threads: torch CPU threads for evaluation (pretraining sets its own).
+    """
+
+    name: str
+    world_preset: str
+    world_overrides: Mapping[str, Any] = field(default_factory=dict)
+    pretrain_config: str = "pretrain_quickstart"
+    pretrain_overrides: tuple[str, ...] = ()
+    probes: ProbeConfig = field(default_factory=ProbeConfig)
+    scenes: int = 4
+    threads: int = 1
+
+
+PRESETS: dict[str, Preset] = {
+    "quickstart": Preset(name="quickstart", world_preset="quickstart"),
+    "micro": Preset(
+        name="micro",
+        world_preset="quickstart",
+        world_overrides={
+            "cells": 6,
+            "cell_size": 96,
+            "task_cells_per_class": 2,
+            "cls_chip": 32,
+            "seg_chip": 48,
+            "min_purity": 0.4,
+        },
+        pretrain_overrides=(
+            "data.batch_size=8",
+            "data.global_size=32",
+            "data.local_size=16",
+            "data.n_local=2",
+            "data.num_workers=0",
+            "data.cache_mb=64",
+            "head.out_dim=64",
+            "head.hidden_dim=64",
+            "head.bottleneck_dim=32",
+            "optim.epochs=2",
+            "optim.warmup_epochs=0.5",
+            "loss.warmup_teacher_temp_epochs=1",
+            "train.log_every=1",
+        ),
+        probes=ProbeConfig(fraction_draws=2, linear_epochs=5, seg_epochs=3),
+        scenes=2,
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name`` (a clear error listing the others otherwise)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown quickstart preset {name!r}; choose from {sorted(PRESETS)}")
+    return PRESETS[name]

@@ -1,0 +1,219 @@
+"""``summary.json`` and ``report.md`` of a quickstart run.
+
+The JSON holds every measured number (the headline keys of issue 7 at the top level, then all
+results per encoder and sensor, timings with load averages, the resolved configs); the markdown
+report shows the same numbers as tables beside the figures, and how to reproduce them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from terrafm.checkpoint import atomic_write
+
+__all__ = ["markdown", "write_json", "write_outputs"]
+
+_SENSOR_NAMES = {
+    "s1": "S1",
+    "s2_l2a": "S2 L2A",
+    "s2_l1c": "S2 L1C",
+    "s1+s2_l2a": "S1 + S2 L2A (fused)",
+}
+
+
+def _json_safe(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if isinstance(v, Mapping):
+        return {str(k): _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    return v
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> Path:
+    """Write ``data`` as indented JSON, atomically (NaN/inf become strings)."""
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(_json_safe(data), indent=2) + "\n")
+    return path
+
+
+def _f(v: Any, digits: int = 1) -> str:
+    return f"{v:.{digits}f}" if isinstance(v, (int, float)) else "—"
+
+
+def _delta(a: Any, b: Any) -> str:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return f"{a - b:+.1f}"
+    return "—"
+
+
+def _headline_table(s: Mapping[str, Any]) -> list[str]:
+    rows = [
+        ("kNN top-1, 1 % of labels, S2 L2A", "knn_top1"),
+        ("kNN top-1, 100 % of labels, S2 L2A", "knn_top1_full"),
+        ("linear probe top-1, S2 L2A", "linear_top1"),
+        ("segmentation probe mIoU, S2 L2A", "miou"),
+        ("kNN top-1, 1 % of labels, S1", "knn_top1_s1"),
+        ("kNN top-1, 1 % of labels, S1 + S2 L2A fused", "knn_top1_fused"),
+        ("segmentation probe mIoU, S1 + S2 L2A fused", "miou_fused"),
+    ]
+    out = ["| metric | pretrained | random init | difference |", "|---|---|---|---|"]
+    for title, key in rows:
+        a, b = s.get(f"{key}_pretrained"), s.get(f"{key}_random")
+        out.append(f"| {title} | **{_f(a)}** | {_f(b)} | {_delta(a, b)} |")
+    return out
+
+
+def _full_table(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[str]:
+    out = [
+        "| encoder | sensors | kNN 1 % | kNN 100 % | linear | mIoU | kNN 1 % draws |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for enc, per in results.items():
+        for sensors, r in per.items():
+            draws = ", ".join(_f(d) for d in r.get("knn_top1_fraction_draws", []))
+            out.append(
+                f"| {enc} | {_SENSOR_NAMES.get(sensors, sensors)} | {_f(r['knn_top1_fraction'])} | "
+                f"{_f(r['knn_top1_full'])} | {_f(r['linear_top1'])} | {_f(r['miou'])} | {draws} |"
+            )
+    return out
+
+
+def _acceptance(a: Mapping[str, Any]) -> list[str]:
+    out = []
+    for check, ok in a["passed"].items():
+        out.append(f"- [{'x' if ok else ' '}] {check}")
+    out.append(
+        f"\nkNN gain (1 % labels, S2): {_f(a['knn_gain_1pct'])} points; mIoU gain: "
+        f"{_f(a['miou_gain'])} points; fused minus best single sensor (kNN 1 %): "
+        f"{_f(a['fused_minus_best_single'])} points."
+    )
+    return out
+
+
+def _timing(t: Mapping[str, Any]) -> list[str]:
+    out = [
+        "| stage | wall s | CPU s | load average (1, 5, 15 min) at its end |",
+        "|---|---|---|---|",
+    ]
+    for name, st in t["stages"].items():
+        load = st.get("load_average_end") or "n/a"
+        out.append(f"| {name} | {_f(st['wall_seconds'])} | {_f(st['cpu_seconds'])} | {load} |")
+    out.append(
+        f"| **total** | **{_f(t['wall_seconds'])}** | {_f(t['cpu_seconds'])} | "
+        f"{t.get('load_average_end') or 'n/a'} |"
+    )
+    out.append(
+        f"\nLoad average at the start: {t.get('load_average_start') or 'n/a'}. CPU seconds "
+        "count this process and its data workers; on a machine shared with other jobs the wall "
+        "time is inflated roughly by the load average divided by the number of cores."
+    )
+    return out
+
+
+def _figures(figs: Mapping[str, str]) -> list[str]:
+    captions = {
+        "loss_curves": "Pretraining: DINO loss, teacher entropy and learning rate per step.",
+        "pretrained_vs_random": "Pretrained vs random-init encoder, per protocol and sensor input.",
+        "pca_rgb": "Held-out test scenes: true colour, WorldCover, and the first three principal "
+        "components of each encoder's patch tokens (S2 L2A input) as RGB.",
+        "attention": "Last-block CLS attention per head (S2 L2A input), pretrained and random.",
+    }
+    out = []
+    for name, path in figs.items():
+        out += [f"### {captions.get(name, name)}", "", f"![{name}]({path})", ""]
+    return out
+
+
+def markdown(s: Mapping[str, Any], command: str | None = None) -> str:
+    """The report as markdown (see the module docstring)."""
+    pre, world = s["pretrain"], s["world"]
+    ablated = ", ".join(s["ablate"]) or "none (every component on)"
+    tasks = world["tasks"]
+    cls, seg = tasks.get("landcover_cls", {}), tasks.get("landcover_seg", {})
+    probes = s["probes"]
+    lines = [
+        "# TerraFM quickstart",
+        "",
+        f"Preset `{s['preset']}`, seed {s['seed']}, components switched off: {ablated}.",
+        "",
+        f"1. **World**: {world['pretrain_cells']} pretraining cells of "
+        f"{world['config']['cell_size']} px (products {world['products']}), "
+        f"{world['heldout_cells']} held-out cells cut into the tasks `landcover_cls` "
+        f"({len(cls.get('classes', []))} classes, {cls.get('samples')}) and `landcover_seg` "
+        f"({len(seg.get('classes', []))} classes, {seg.get('samples')}).",
+        f"2. **Pretraining**: `{pre['model']}`, {pre['steps']} steps; DINO loss "
+        f"{_f(pre['loss_first'], 3)} -> {_f(pre['loss_last'], 3)}, teacher entropy "
+        f"{_f(pre['teacher_entropy_first'], 2)} -> {_f(pre['teacher_entropy_last'], 2)} nats"
+        + (" (reused a finished run of the same config)." if pre["reused"] else "."),
+        "3. **Evaluation** of the pretrained encoder and a random-init encoder of the same shape "
+        "(the pretraining run's initial weights) on the held-out tasks, test split.",
+        "",
+        "## Headline",
+        "",
+        *_headline_table(s),
+        "",
+        "## Acceptance (issue 7)",
+        "",
+        *_acceptance(s["acceptance"]),
+        "",
+        "## Every result",
+        "",
+        *_full_table(s["results"]),
+        "",
+        f"- kNN: cosine similarity, k = {probes['k']}, votes weighted by exp(sim / 0.07), on the "
+        "CLS token (SPEC §6.1).",
+        f"- {probes['fraction']:.0%} of labels: per class, max(1, round({probes['fraction']:g} x "
+        "n_class)) training samples, drawn with a seeded generator (stratified; every class keeps "
+        f"at least one example). Mean over {probes['fraction_draws']} draws (seeds seed .. seed + "
+        f"{probes['fraction_draws'] - 1}); every draw is listed.",
+        f"- Linear probe: BatchNorm1d (no affine) + Linear on the CLS token, SGD lr 0.1, "
+        f"one-cycle cosine, {probes['linear_epochs']} epochs, all training labels (SPEC §6.2).",
+        f"- Segmentation probe: a linear layer maps each patch token to 16 x 16 class logits, "
+        f"AdamW lr {probes['seg_lr']:g}, {probes['seg_epochs']} epochs, whole chips (SPEC §6.1); "
+        "mIoU over classes present in the test predictions or targets.",
+        "",
+        "## Figures",
+        "",
+        *_figures(s["figures"]),
+        "## Time",
+        "",
+        *_timing(s["timing"]),
+        "",
+        "## Reproduce",
+        "",
+        "```",
+        command
+        or f"terrafm quickstart --preset {s['preset']} --seed {s['seed']}"
+        + (f" --ablate {','.join(s['ablate'])}" if s["ablate"] else ""),
+        "```",
+        "",
+        "Every number above is in `summary.json`; the resolved pretraining config is in "
+        f"`{Path(pre['output_dir']).name}/config.yaml` under `pretrain/`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_outputs(out: Path, summary: Mapping[str, Any]) -> tuple[Path, Path]:
+    """Write ``summary.json`` and ``report.md`` into ``out``."""
+    js = write_json(out / "summary.json", summary)
+    md = out / "report.md"
+    with atomic_write(md) as tmp:
+        tmp.write_text(markdown(summary))
+    return js, md
+
+
+def table_rows(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Markdown table lines from a header row and data rows."""
+    head, *body = rows
+    return [
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+        *("| " + " | ".join(r) + " |" for r in body),
+    ]

@@ -1,0 +1,105 @@
+"""Quickstart pieces on their own: PCA-RGB, attention maps, true colour, acceptance, configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from terrafm.models import create_model
+from terrafm.quickstart.pipeline import (
+    acceptance,
+    build_pretrain_config,
+    check_ablate,
+    random_encoder,
+    variant_name,
+)
+from terrafm.quickstart.plots import attention_maps, landcover_rgb, pca_rgb, true_colour
+from terrafm.quickstart.presets import get_preset
+
+BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
+
+
+def _numpy_pca(x: np.ndarray) -> np.ndarray:
+    """Reference: the top-3 principal scores of (N, D) rows, by eigen-decomposing the covariance."""
+    xc = x - x.mean(0)
+    vals, vecs = np.linalg.eigh(xc.T @ xc)
+    top = vecs[:, np.argsort(vals)[::-1][:3]]  # (D, 3)
+    top *= np.sign(top[np.abs(top).argmax(0), np.arange(3)])  # largest loading positive
+    return xc @ top
+
+
+def test_pca_rgb_matches_a_plain_eigendecomposition() -> None:
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.normal(size=(24, 24)))[0][:, :3]  # three orthonormal directions
+    coef = rng.normal(size=(4 * 64, 3)) * np.array([6.0, 3.0, 1.5])
+    x = coef @ basis.T + 0.01 * rng.normal(size=(256, 24))  # (B*N, D)
+    rgb = pca_rgb(torch.from_numpy(x).float().reshape(4, 64, 24), (8, 8))
+    assert rgb.shape == (4, 8, 8, 3) and rgb.min() >= 0 and rgb.max() <= 1
+    ref = _numpy_pca(x)
+    lo, hi = np.percentile(ref, 1, axis=0), np.percentile(ref, 99, axis=0)
+    ref = np.clip((ref - lo) / (hi - lo), 0, 1).reshape(4, 8, 8, 3)
+    np.testing.assert_allclose(rgb, ref, atol=2e-3)
+    # Each channel follows its generating coefficient (the variances are well separated).
+    for c in range(3):
+        assert abs(np.corrcoef(rgb.reshape(-1, 3)[:, c], coef[:, c])[0, 1]) > 0.97
+
+
+def test_attention_maps_are_normalised_cls_rows() -> None:
+    torch.manual_seed(0)
+    model = create_model("terrafm_tiny").eval()
+    x = {"s2_l2a": torch.randn(2, 12, 48, 64)}
+    maps = attention_maps(model, x)
+    assert maps.shape == (2, 3, 3, 4)
+    np.testing.assert_allclose(maps.sum((-1, -2)), 1.0, rtol=1e-5)
+    with torch.inference_mode():
+        attn = model.get_last_selfattention(x)[:, :, 0, 1:]  # (B, h, N)
+    ref = (attn / attn.sum(-1, keepdim=True)).reshape(2, 3, 3, 4).numpy()
+    np.testing.assert_allclose(maps, ref, rtol=1e-6)
+    assert not np.allclose(maps[:, 0], maps[:, 1])  # heads differ
+
+
+def test_true_colour_uses_b04_b03_b02_and_landcover_palette() -> None:
+    dn = np.full((12, 8, 8), 500.0)
+    dn[BANDS.index("B04"), :4] = 3000.0  # red on the top half
+    rgb = true_colour(dn, BANDS)
+    assert rgb.shape == (8, 8, 3) and 0 <= rgb.min() and rgb.max() <= 1
+    assert rgb[:4, :, 0].mean() > 0.9 and rgb[:4, :, 1:].mean() < 0.1
+    lc = landcover_rgb(np.array([[10, 80], [0, 50]], dtype=np.uint8))
+    np.testing.assert_allclose(lc[0, 0], [0, 100 / 255, 0])
+    np.testing.assert_allclose(lc[1, 0], [0, 0, 0])  # unknown code
+
+
+def test_acceptance_checks() -> None:
+    h = {"knn_top1_pretrained": 50.0, "knn_top1_random": 39.0, "knn_top1_s1_pretrained": 30.0,
+         "knn_top1_fused_pretrained": 50.0, "miou_pretrained": 40.0, "miou_random": 37.5}  # fmt: skip
+    a = acceptance(h, 800.0)
+    assert a["knn_gain_1pct"] == 11.0 and a["miou_gain"] == 2.5
+    assert a["fused_minus_best_single"] == 0.0
+    assert list(a["passed"].values()) == [True, False, True, True] and not a["all_passed"]
+    assert acceptance({**h, "miou_random": 30.0}, 800.0)["all_passed"]
+    assert not acceptance({**h, "miou_random": 30.0}, 901.0)["all_passed"]
+
+
+def test_configs_ablations_and_random_init(tmp_path: Path) -> None:
+    p = get_preset("micro")
+    cfg = build_pretrain_config(p, tmp_path / "w", tmp_path / "o", 7, ["dual_centering"])
+    assert cfg.train.seed == 7 and cfg.data.root == str(tmp_path / "w")
+    assert not cfg.loss.dual_centering and cfg.data.fusion and cfg.data.modality_aug
+    assert cfg.data.batch_size == 8  # the preset's overrides apply
+    assert variant_name([]) == "full" and variant_name(["fusion", "dual_centering"]) == (
+        "no_dual_centering+fusion"
+    )
+    assert check_ablate(["fusion", "modality_aug", "fusion"]) == ["modality_aug", "fusion"]
+    with pytest.raises(ValueError, match="unknown component"):
+        check_ablate(["fusion", "teleport"])
+    with pytest.raises(ValueError, match="unknown quickstart preset"):
+        get_preset("huge")
+    a, b = random_encoder(cfg), random_encoder(cfg)
+    for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(v, w), k
+    torch.manual_seed(7)
+    ref = create_model(cfg.model.name)
+    assert torch.equal(ref.state_dict()["pos_embed"], a.state_dict()["pos_embed"])
