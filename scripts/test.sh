@@ -7,6 +7,6 @@ bash scripts/install.sh
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/mypy src
 if [ "$#" -eq 0 ]; then
-  set -- -m "not slow and not dist and not gpu"
+  set -- -m "not slow and not dist and not gpu and not acceptance"
 fi
 .venv/bin/python -m pytest -n 2 "$@"

@@ -10,7 +10,7 @@ import pytest
 from terrafm.quickstart.pipeline import run_quickstart
 
 
-@pytest.mark.slow
+@pytest.mark.acceptance
 def test_default_quickstart_meets_the_acceptance_criteria(tmp_path: Path) -> None:
     s = run_quickstart(tmp_path / "qs", seed=0)
     # Pretraining is worth it: +10 points kNN top-1 with 1 % of labels on S2, and a clear margin
