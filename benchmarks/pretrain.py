@@ -34,6 +34,7 @@ from terrafm.ssl.distributed import DistInfo
 from terrafm.ssl.step import to_device, train_step
 from terrafm.ssl.train import build_training
 
+_DEFAULT_THREADS = torch.get_num_threads()
 CONFIGS = {
     "tiny": "pretrain_tiny_cpu",
     "base": "pretrain_base_majortom",
@@ -93,8 +94,12 @@ def _setup(
     return objs, to_device(batch_, device), cfg
 
 
-def bench(name: str, device: torch.device, batch: int, steps: int, amp: bool) -> dict[str, Any]:
+def bench(
+    name: str, device: torch.device, batch: int, steps: int, amp: bool, threads: int | None
+) -> dict[str, Any]:
     objs, b, cfg = _setup(name, device, batch, amp)
+    # CPU threads as the config trains (tiny: 1, beside one data worker) unless given.
+    torch.set_num_threads(threads or cfg.train.threads or _DEFAULT_THREADS)
     hp = {"lr": 1e-4, "wd": 0.04, "momentum": 0.996, "teacher_temp": 0.04}
 
     def step() -> None:
@@ -140,6 +145,7 @@ def bench(name: str, device: torch.device, batch: int, steps: int, amp: bool) ->
         "peak": peak,
         "mfu": achieved / peak,
         "mem_gib": mem,
+        "threads": torch.get_num_threads(),
     }
 
 
@@ -149,7 +155,9 @@ def main() -> None:
     p.add_argument("--devices", nargs="+", default=None, help="cpu and/or cuda (default: all here)")
     p.add_argument("--batch-size", type=int, default=None, help="per step (default per device)")
     p.add_argument("--steps", type=int, default=3, help="timed steps (median reported)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: the config's)"
+    )
     p.add_argument(
         "--dtype",
         choices=("auto", "fp32", "bf16"),
@@ -158,8 +166,6 @@ def main() -> None:
     )
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     rows = []
     for dev in devices:
@@ -168,15 +174,16 @@ def main() -> None:
             gpu = device.type == "cuda"
             batch = args.batch_size or (GPU_BATCH if gpu else CPU_BATCH)[name]
             amp = args.dtype == "bf16" or (args.dtype == "auto" and gpu)
-            rows.append(bench(name, device, batch, args.steps, amp))
+            rows.append(bench(name, device, batch, args.steps, amp, args.threads))
             r = rows[-1]
             print(f"  measured {name} on {dev}: {r['img_s']:.2f} img/s", flush=True)
     name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu only"
-    print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} CPU threads, GPU: {name}")
+    print(f"\ntorch {torch.__version__}, GPU: {name}")
     head = (
         "config",
         "model",
         "device",
+        "threads",
         "dtype",
         "batch",
         "views",
@@ -192,7 +199,8 @@ def main() -> None:
     print("|" + "---|" * len(head))
     for r in rows:
         print(
-            f"| {r['config']} | {r['model']} | {r['device']} | {r['dtype']} | {r['batch']} | "
+            f"| {r['config']} | {r['model']} | {r['device']} | {r['threads']} | {r['dtype']} | "
+            f"{r['batch']} | "
             f"{r['views']} | {r['img_s']:.2f} | {r['step_ms']:.0f} | {r['gflop_img']:.1f} | "
             f"{r['tflops']:.3f} | {r['peak']:.3f} | {100 * r['mfu']:.1f} % | {r['mem_gib']:.1f} |"
         )
