@@ -487,7 +487,12 @@ def pretrain(
             from terrafm.ssl.data import build_source
 
             source = build_source(cfg, info)
-        return _run(cfg, info, source, resume)
+        result = _run(cfg, info, source, resume)
+        # No rank leaves while another may still have collective work in flight (FSDP2 issues
+        # its all-gathers asynchronously): a gloo peer that disappears mid-collective aborts the
+        # other rank ("terminate called without an active exception").
+        barrier()
+        return result
     finally:
         torch.set_num_threads(threads)
         if owns_group:
