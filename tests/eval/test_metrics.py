@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from terrafm.eval.metrics import SegmentationMeter, micro_f1, micro_map, miou, top1
+from terrafm.eval.metrics import SegmentationMeter, micro_f1, micro_map, miou, rankme, top1
 
 
 def test_top1_from_classes_and_scores():
@@ -43,3 +44,22 @@ def test_miou_ignore_index_and_absent_class():
         torch.nn.functional.one_hot(pred, 3).permute(0, 2, 1).float()[..., None]
     )  # (1, 3, 5, 1)
     assert miou(logits, target[..., None], 3) == pytest.approx(50.0)
+
+
+def test_rankme_counts_equal_directions_and_matches_a_numpy_computation():
+    g = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(200, 16, generator=g, dtype=torch.float64))
+    for k in (1, 3, 16):  # k equal singular values, the rest zero: effective rank k
+        s = torch.zeros(16, dtype=torch.float64)
+        s[:k] = 2.0
+        assert rankme(q * s) == pytest.approx(k, rel=1e-4)
+    x = torch.randn(300, 24, generator=g) * torch.linspace(0.1, 3.0, 24)
+    sv = np.linalg.svd(x.double().numpy(), compute_uv=False)
+    p = sv / sv.sum() + 1e-7
+    assert rankme(x) == pytest.approx(float(np.exp(-(p * np.log(p)).sum())), rel=1e-9)
+    assert 1.0 < rankme(x) < 24.0
+
+
+def test_rankme_rejects_a_non_matrix():
+    with pytest.raises(ValueError, match="rankme"):
+        rankme(torch.zeros(3))

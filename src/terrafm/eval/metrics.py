@@ -20,7 +20,7 @@ from torchmetrics.classification import (
     MultilabelF1Score,
 )
 
-__all__ = ["SegmentationMeter", "micro_f1", "micro_map", "miou", "top1"]
+__all__ = ["SegmentationMeter", "micro_f1", "micro_map", "miou", "rankme", "top1"]
 
 
 def top1(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> float:
@@ -71,3 +71,20 @@ def miou(
     meter = SegmentationMeter(num_classes, ignore_index)
     meter.update(pred, target)
     return float(meter.compute()["miou"])  # type: ignore[arg-type]
+
+
+def rankme(features: torch.Tensor, eps: float = 1e-7) -> float:
+    """RankMe (Garrido et al., ICML 2023): the effective rank of an (N, D) embedding matrix.
+
+    ``exp(-sum_k p_k log p_k)`` with ``p_k = sigma_k / ||sigma||_1 + eps`` over the singular values
+    of the (uncentred) matrix: D for embeddings spread evenly over all directions, 1 for a
+    collapsed one. A cheap, label-free health check of a self-supervised representation; it
+    falls when the embedding concentrates in a few directions (dimensional collapse).
+    """
+    if features.ndim != 2 or min(features.shape) == 0:
+        raise ValueError(
+            f"rankme needs a non-empty (N, D) matrix, got shape {tuple(features.shape)}"
+        )
+    sigma = torch.linalg.svdvals(features.double())
+    p = sigma / sigma.sum() + eps
+    return float(torch.exp(-(p * p.log()).sum()))

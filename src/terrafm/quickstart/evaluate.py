@@ -13,6 +13,8 @@ extracted once, then reused by every protocol:
   one-cycle cosine) on the CLS token with all training labels.
 - **Segmentation probe** (SPEC §6.1, GEO-Bench: a linear layer maps each patch token to 16 x 16
   class logits) on whole chips; mIoU over the test chips.
+- **RankMe** (:func:`terrafm.eval.metrics.rankme`), the effective rank of the test split's CLS
+  embeddings and of its patch tokens: how many directions the representation uses.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from torch import nn
 
 from terrafm.eval import EvalTask, extract_features, extract_patch_tokens, knn_evaluate
 from terrafm.eval.linear import ProbeSettings, predict_linear, probe_metrics, train_linear_probe
+from terrafm.eval.metrics import rankme
 from terrafm.eval.segmentation import SegSettings, evaluate_patch_probe, train_patch_probe
 from terrafm.eval.subsets import fraction_indices
 
@@ -50,7 +53,7 @@ class ProbeConfig:
 
     k: int = 20
     fraction: float = 0.01
-    fraction_draws: int = 5
+    fraction_draws: int = 20
     linear_epochs: int = 50
     seg_epochs: int = 50
     seg_lr: float = 1e-3
@@ -97,6 +100,7 @@ def _classification(
         "knn_top1_fraction_draws": draws,
         "fraction_train_sizes": sizes,
         "linear_top1": float(linear["top1"]),
+        "rankme_cls": rankme(test.pooled("cls").float()),
         "n_train": len(train),
         "n_test": len(test),
     }
@@ -119,6 +123,7 @@ def _segmentation(
     assert isinstance(per_class, list)
     return {
         "miou": float(res["miou"]),
+        "rankme_patch": rankme(test.tokens.reshape(-1, test.tokens.shape[-1]).float()),
         "per_class_iou": dict(zip(task.classes, (float(v) for v in per_class))),
         "n_train_chips": len(train.ids),
         "n_test_chips": len(test.ids),

@@ -71,15 +71,16 @@ def _headline_table(s: Mapping[str, Any]) -> list[str]:
 
 def _full_table(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[str]:
     out = [
-        "| encoder | sensors | kNN 1 % | kNN 100 % | linear | mIoU | kNN 1 % draws |",
-        "|---|---|---|---|---|---|---|",
+        "| encoder | sensors | kNN 1 % | kNN 100 % | linear | mIoU | RankMe CLS / patch | kNN 1 % draws |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for enc, per in results.items():
         for sensors, r in per.items():
             draws = ", ".join(_f(d) for d in r.get("knn_top1_fraction_draws", []))
             out.append(
                 f"| {enc} | {_SENSOR_NAMES.get(sensors, sensors)} | {_f(r['knn_top1_fraction'])} | "
-                f"{_f(r['knn_top1_full'])} | {_f(r['linear_top1'])} | {_f(r['miou'])} | {draws} |"
+                f"{_f(r['knn_top1_full'])} | {_f(r['linear_top1'])} | {_f(r['miou'])} | "
+                f"{_f(r.get('rankme_cls'))} / {_f(r.get('rankme_patch'))} | {draws} |"
             )
     return out
 
