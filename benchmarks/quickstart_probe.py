@@ -1,0 +1,110 @@
+"""Probe pretrained encoders against random init on a large held-out evaluation world (issue 7).
+
+The quickstart's own test split is small (it must fit the 15-minute budget), so one run's gains move
+by several points with the draw of the world. This script measures the same protocols as
+``terrafm quickstart`` (``terrafm.quickstart.evaluate``: kNN at 1 % and 100 % of the labels, linear
+probe, segmentation probe, RankMe) on a separate, larger world of held-out cells — by default about
+five times the quickstart's test split — for any number of encoders, and prints one table.
+
+    .venv/bin/python benchmarks/quickstart_probe.py runs/quickstart/pretrain/full/encoder.safetensors \\
+        random:0 random:1 [--sensors s2_l2a s1 s1+s2_l2a] [--world runs/probe-world]
+
+An encoder is a ``.safetensors`` / ``.pth`` file loaded with :func:`terrafm.checkpoint.load_model`,
+or ``random:SEED``, a random-init ``--model`` drawn after ``torch.manual_seed(SEED)`` (the
+quickstart's random baseline is ``random:<pretraining seed>``). The world (``--world``) is generated
+once (``--seed 7``, ``--cells-per-class 48``, about 40 s) and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def _world(path: Path, seed: int, per_class: int) -> Path:
+    from terrafm.data.synthetic import make_world, world_config
+
+    cfg = world_config(
+        "quickstart",
+        seed=seed,
+        cells=4,  # the products are not used: only the held-out task cells
+        task_cells_per_class=per_class,
+        min_purity=0.7,
+        seg_chip=64,
+        seg_chips_per_cell=4,
+    )
+    make_world(path, cfg)  # reuses a complete world with the same config
+    return path / "tasks"
+
+
+def _encoder(spec: str, model: str) -> torch.nn.Module:
+    from terrafm.checkpoint import load_model
+    from terrafm.models import create_model
+
+    if spec.startswith("random:"):
+        torch.manual_seed(int(spec.split(":", 1)[1]))
+        return create_model(model)
+    return load_model(spec)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("encoders", nargs="+", help="checkpoint files or random:SEED")
+    p.add_argument("--model", default="terrafm_tiny", help="architecture of random:SEED encoders")
+    p.add_argument("--sensors", nargs="+", default=["s2_l2a"], help="e.g. s2_l2a s1 s1+s2_l2a")
+    p.add_argument("--world", default="runs/probe-world")
+    p.add_argument("--seed", type=int, default=7, help="world seed")
+    p.add_argument("--cells-per-class", type=int, default=48)
+    p.add_argument("--draws", type=int, default=20, help="draws of the 1 %% subset")
+    p.add_argument("--json", help="also write every result to this JSON-lines file")
+    args = p.parse_args()
+
+    from terrafm.eval import load_task
+    from terrafm.quickstart.evaluate import ProbeConfig, evaluate_encoder
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    tasks = _world(Path(args.world), args.seed, args.cells_per_class)
+    print(f"evaluation world {args.world} ready in {time.perf_counter() - t0:.0f} s", flush=True)
+    cls = load_task("folder", "landcover_cls", tasks)
+    seg = load_task("folder", "landcover_seg", tasks)
+    sets = [tuple(s.split("+")) for s in args.sensors]
+    cfg = ProbeConfig(fraction_draws=args.draws)
+    out = open(args.json, "a") if args.json else None
+    rows = []
+    for spec in args.encoders:
+        t = time.perf_counter()
+        res = evaluate_encoder(_encoder(spec, args.model).eval(), cls, seg, sets, cfg, seed=0)
+        for sensors, r in res.items():
+            rows.append((spec, sensors, r))
+            if out is not None:
+                out.write(json.dumps({"encoder": spec, "sensors": sensors, **r}) + "\n")
+        print(f"{spec}: {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+    r0 = rows[0][2]
+    print(
+        f"\nheld-out world: {r0['n_train']} / {r0['n_test']} train / test chips (classification), "
+        f"{r0['n_train_chips']} / {r0['n_test_chips']} (segmentation); 1 % = "
+        f"{sum(r0['fraction_train_sizes']) / len(r0['fraction_train_sizes']):.0f} chips, "
+        f"mean of {args.draws} draws"
+    )
+    print("| encoder | sensors | kNN 1 % | kNN 100 % | linear | mIoU | RankMe CLS | RankMe patch |")
+    print("|---|---|---|---|---|---|---|---|")
+    for spec, sensors, r in rows:
+        print(
+            f"| {spec} | {sensors} | {r['knn_top1_fraction']:.1f} | {r['knn_top1_full']:.1f} | "
+            f"{r['linear_top1']:.1f} | {r['miou']:.1f} | {r['rankme_cls']:.1f} | "
+            f"{r['rankme_patch']:.1f} |"
+        )
+    if out is not None:
+        out.close()
+
+
+if __name__ == "__main__":
+    main()
