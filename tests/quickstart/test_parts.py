@@ -103,3 +103,27 @@ def test_configs_ablations_and_random_init(tmp_path: Path) -> None:
     torch.manual_seed(7)
     ref = create_model(cfg.model.name)
     assert torch.equal(ref.state_dict()["pos_embed"], a.state_dict()["pos_embed"])
+
+
+def test_headline_bolds_the_better_encoder_and_reports_rankme() -> None:
+    from terrafm.quickstart.report import _headline_table, _rank_note
+
+    rows = _headline_table(
+        {
+            "knn_top1_pretrained": 60.0,
+            "knn_top1_random": 50.0,
+            "miou_pretrained": 30.0,
+            "miou_random": 35.5,
+        }
+    )
+    knn = next(r for r in rows if r.startswith("| kNN top-1, 1 % of labels, S2"))
+    miou = next(r for r in rows if r.startswith("| segmentation probe mIoU, S2"))
+    assert knn == "| kNN top-1, 1 % of labels, S2 L2A | **60.0** | 50.0 | +10.0 |"
+    assert miou == "| segmentation probe mIoU, S2 L2A | 30.0 | **35.5** | -5.5 |"
+    res = {
+        "pretrained": {"s2_l2a": {"rankme_cls": 5.64, "rankme_patch": 8.8, "dim": 96}},
+        "random": {"s2_l2a": {"rankme_cls": 14.1, "rankme_patch": 44.5, "dim": 96}},
+    }
+    note = "".join(_rank_note(res))
+    assert "CLS 5.6 pretrained vs 14.1 random init" in note and "8.8 vs 44.5" in note
+    assert _rank_note({"pretrained": {}, "random": {}}) == []

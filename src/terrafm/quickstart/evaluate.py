@@ -101,6 +101,7 @@ def _classification(
         "fraction_train_sizes": sizes,
         "linear_top1": float(linear["top1"]),
         "rankme_cls": rankme(test.pooled("cls").float()),
+        "dim": int(test.pooled("cls").shape[1]),
         "n_train": len(train),
         "n_test": len(test),
     }

@@ -65,8 +65,27 @@ def _headline_table(s: Mapping[str, Any]) -> list[str]:
     out = ["| metric | pretrained | random init | difference |", "|---|---|---|---|"]
     for title, key in rows:
         a, b = s.get(f"{key}_pretrained"), s.get(f"{key}_random")
-        out.append(f"| {title} | **{_f(a)}** | {_f(b)} | {_delta(a, b)} |")
+        fa, fb = _f(a), _f(b)
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+            fa, fb = (f"**{fa}**", fb) if a >= b else (fa, f"**{fb}**")  # the better one
+        out.append(f"| {title} | {fa} | {fb} | {_delta(a, b)} |")
     return out
+
+
+def _rank_note(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[str]:
+    """RankMe of both encoders on S2 L2A: how many directions each representation uses."""
+    pre, rnd = results.get("pretrained", {}).get("s2_l2a"), results.get("random", {}).get("s2_l2a")
+    if not pre or not rnd or "rankme_cls" not in pre or "rankme_cls" not in rnd:
+        return []
+    return [
+        "",
+        f"RankMe (effective rank, S2 L2A test split, of {pre.get('dim', 'D')} dimensions): CLS "
+        f"{_f(pre['rankme_cls'])} pretrained vs {_f(rnd['rankme_cls'])} random init; patch tokens "
+        f"{_f(pre['rankme_patch'])} vs {_f(rnd['rankme_patch'])}. A pretrained representation "
+        "that uses fewer directions than random init has partly collapsed: it can still group "
+        "the classes better for few-label kNN while keeping less of the pixel detail that a "
+        "linear or per-pixel probe can read (docs/quickstart.md).",
+    ]
 
 
 def _full_table(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[str]:
@@ -158,6 +177,7 @@ def markdown(s: Mapping[str, Any], command: str | None = None) -> str:
         "## Headline",
         "",
         *_headline_table(s),
+        *_rank_note(s["results"]),
         "",
         "## Acceptance (issue 7)",
         "",
