@@ -48,7 +48,11 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "quickstart": Preset(name="quickstart", world_preset="quickstart"),
+    "quickstart": Preset(
+        name="quickstart",
+        world_preset="quickstart",
+        world_overrides={"cells": 256, "task_cells_per_class": 24, "min_purity": 0.7},
+    ),
     "micro": Preset(
         name="micro",
         world_preset="quickstart",
