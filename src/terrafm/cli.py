@@ -15,15 +15,42 @@ from collections.abc import Sequence
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("terrafm.commands.info", "list models and sensors, or describe a checkpoint"),
-    "data": ("terrafm.commands.data", "check pretraining roots: curation counts, strata and a read scan"),
-    "eval": ("terrafm.commands.eval", "evaluate an encoder on GEO-Bench, Copernicus-Bench, Landslide4Sense or a task folder"),
-    "embed": ("terrafm.commands.embed", "embed scene rasters into a georeferenced patch-embedding GeoTIFF and table"),
-    "serve-export": ("terrafm.commands.serve_export", "export the encoder to ONNX or torch.export for serving"),
-    "pretrain": ("terrafm.commands.pretrain", "self-supervised pretraining (DINO + dual centering) from a YAML config"),
-    "export": ("terrafm.commands.export", "export a pretraining run's encoder as published .pth + .safetensors"),
-    "weights": ("terrafm.commands.weights", "list, describe, fetch (verified) and hash registered weights"),
-    "make-world": ("terrafm.commands.make_world", "generate the built-in synthetic multi-sensor world and its held-out tasks"),
-    "quickstart": ("terrafm.commands.quickstart", "the whole pipeline on the built-in world: generate, pretrain, evaluate, report"),
+    "data": (
+        "terrafm.commands.data",
+        "check pretraining roots: curation counts, strata and a read scan",
+    ),
+    "eval": (
+        "terrafm.commands.eval",
+        "evaluate an encoder on GEO-Bench, Copernicus-Bench, Landslide4Sense or a task folder",
+    ),
+    "embed": (
+        "terrafm.commands.embed",
+        "embed scene rasters into a georeferenced patch-embedding GeoTIFF and table",
+    ),
+    "serve-export": (
+        "terrafm.commands.serve_export",
+        "export the encoder to ONNX or torch.export for serving",
+    ),
+    "pretrain": (
+        "terrafm.commands.pretrain",
+        "self-supervised pretraining (DINO + dual centering) from a YAML config",
+    ),
+    "export": (
+        "terrafm.commands.export",
+        "export a pretraining run's encoder as published .pth + .safetensors",
+    ),
+    "weights": (
+        "terrafm.commands.weights",
+        "list, describe, fetch (verified) and hash registered weights",
+    ),
+    "make-world": (
+        "terrafm.commands.make_world",
+        "generate the built-in synthetic multi-sensor world and its held-out tasks",
+    ),
+    "quickstart": (
+        "terrafm.commands.quickstart",
+        "the whole pipeline on the built-in world: generate, pretrain, evaluate, report",
+    ),
 }
 
 
