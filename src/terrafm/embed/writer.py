@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,16 @@ COMPLETE_TAG = "TERRAFM_EMBED_COMPLETE"
 # Output tile side in pixels (GeoTIFF tiles must be multiples of 16). Small, so that a tile of a
 # 768-band float32 raster stays under a megabyte.
 TILE = 16
+
+
+@dataclass
+class _TileRow:
+    """A row of output tiles being filled: (D, rows, width) values, pixels still to come, and
+    whether it holds values not yet written to the file."""
+
+    buf: np.ndarray
+    missing: int
+    dirty: bool = False
 
 
 def output_transform(transform: Affine, patch: int = 16) -> Affine:
@@ -95,8 +106,7 @@ class EmbeddingWriter:
         }
         self.tags = dict(tags)
         self._dst: rasterio.io.DatasetWriter | None = None
-        # tile row -> [(D, rows, width) buffer, pixels still missing, written since last flush]
-        self._rows: dict[int, list] = {}
+        self._rows: dict[int, _TileRow] = {}  # tile row index -> its buffer
         # True once this writer created the file: every row not buffered is still all nodata
         self._fresh = False
 
@@ -150,22 +160,22 @@ class EmbeddingWriter:
         while r < w.own_row1:
             t = r // TILE
             stop = min(w.own_row1, (t + 1) * TILE)
-            entry = self._row(t)
-            entry[0][:, r - t * TILE : stop - t * TILE, w.own_col0 : w.own_col1] = block[
+            row = self._row(t)
+            row.buf[:, r - t * TILE : stop - t * TILE, w.own_col0 : w.own_col1] = block[
                 :, r - w.own_row0 : stop - w.own_row0
             ]
-            entry[1] -= (stop - r) * wd
-            entry[2] = True
-            if entry[1] <= 0:
-                self._write_row(t, entry[0])
+            row.missing -= (stop - r) * wd
+            row.dirty = True
+            if row.missing <= 0:
+                self._write_row(t, row.buf)
                 del self._rows[t]
             r = stop
         return block_checksum(block)
 
-    def _row(self, t: int) -> list:
+    def _row(self, t: int) -> _TileRow:
         """The buffer of tile row ``t``, started from what the file holds there."""
-        entry = self._rows.get(t)
-        if entry is None:
+        row = self._rows.get(t)
+        if row is None:
             r0, n = t * TILE, min(TILE, self.profile["height"] - t * TILE)
             shape = (self.profile["count"], n, self.profile["width"])
             if self._fresh:  # a complete row is never buffered again: the file holds nodata here
@@ -174,8 +184,8 @@ class EmbeddingWriter:
                 self.open()
                 assert self._dst is not None
                 buf = self._dst.read(window=RioWindow(0, r0, shape[2], n))
-            entry = self._rows[t] = [buf, n * self.profile["width"], False]
-        return entry
+            row = self._rows[t] = _TileRow(buf, n * self.profile["width"])
+        return row
 
     def _write_row(self, t: int, buf: np.ndarray) -> None:
         self.open()
@@ -190,10 +200,10 @@ class EmbeddingWriter:
 
     def flush(self) -> None:
         """Make everything written so far durable (close, fsync); the next write reopens."""
-        for t, entry in sorted(self._rows.items()):
-            if entry[2]:  # rows still being filled keep their buffer (it mirrors the file)
-                self._write_row(t, entry[0])
-                entry[2] = False
+        for t, row in sorted(self._rows.items()):
+            if row.dirty:  # rows still being filled keep their buffer (it mirrors the file)
+                self._write_row(t, row.buf)
+                row.dirty = False
         if self._dst is not None:
             self._dst.close()
             self._dst = None
