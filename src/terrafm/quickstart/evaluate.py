@@ -93,15 +93,16 @@ def _classification(
         task.num_classes,
         ProbeSettings(epochs=cfg.linear_epochs, seed=seed),
     )
-    linear = probe_metrics(predict_linear(probe, test.pooled("cls")), test.labels, False)
+    test_cls = test.pooled("cls")
+    linear = probe_metrics(predict_linear(probe, test_cls), test.labels, False)
     return {
         "knn_top1_full": _knn(train, test, task.num_classes, cfg.k),
         "knn_top1_fraction": sum(draws) / len(draws),
         "knn_top1_fraction_draws": draws,
         "fraction_train_sizes": sizes,
         "linear_top1": float(linear["top1"]),
-        "rankme_cls": rankme(test.pooled("cls").float()),
-        "dim": int(test.pooled("cls").shape[1]),
+        "rankme_cls": rankme(test_cls.float()),
+        "dim": int(test_cls.shape[1]),
         "n_train": len(train),
         "n_test": len(test),
     }
