@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from tiny_config import TINY as SHARED_TINY
 
 from terrafm.config import PretrainConfig, load_config
 from terrafm.ssl.batch import RandomSource
@@ -62,24 +63,8 @@ def test_centre_update_equals_single_process_on_concatenated_batch(tmp_path: Pat
         assert got["n_h"] == n_h
 
 
-TINY = [
-    "model.name=terrafm_tiny",
-    "head.out_dim=64",
-    "head.hidden_dim=48",
-    "head.bottleneck_dim=16",
-    "optim.epochs=2",
-    "optim.warmup_epochs=1",
-    "optim.freeze_last_layer_epochs=0",
-    "loss.warmup_teacher_temp_epochs=1",
-    "data.batch_size=2",
-    "data.global_size=32",
-    "data.local_size=16",
-    "data.n_local=1",
-    "train.amp=false",
-    "train.device=cpu",
-    "train.progress=false",
-    "train.threads=1",
-]
+# The shared tiny run, with the batch and crops of the RandomSource the ranks train on.
+TINY = [*SHARED_TINY, "data.batch_size=2", "data.n_local=1", "train.threads=1"]
 
 
 def _train_worker(rank: int, port: int, overrides: list[str], resume: bool) -> None:
