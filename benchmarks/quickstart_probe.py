@@ -10,8 +10,11 @@ five times the quickstart's test split — for any number of encoders, and print
         random:0 random:1 [--sensors s2_l2a s1 s1+s2_l2a] [--world runs/probe-world]
 
 An encoder is a ``.safetensors`` / ``.pth`` file loaded with :func:`terrafm.checkpoint.load_model`,
-or ``random:SEED``, a random-init ``--model`` drawn after ``torch.manual_seed(SEED)`` (the
-quickstart's random baseline is ``random:<pretraining seed>``). The world (``--world``) is generated
+``random:SEED``, a random-init ``--model`` drawn after ``torch.manual_seed(SEED)`` (the
+quickstart's random baseline is ``random:<pretraining seed>``), or ``pixels``: the normalised input
+itself (:class:`terrafm.eval.baselines.PixelEncoder`; patch tokens = the raw 16 x 16 patches, CLS =
+per-band mean and std), what a linear read-out of the pixels reaches (its segmentation probe maps
+3072 values per patch: about 10 minutes). The world (``--world``) is generated
 once (``--seed 7``, ``--cells-per-class 48``, about 40 s) and reused.
 """
 
@@ -44,8 +47,11 @@ def _world(path: Path, seed: int, per_class: int) -> Path:
 
 def _encoder(spec: str, model: str) -> torch.nn.Module:
     from terrafm.checkpoint import load_model
+    from terrafm.eval.baselines import PixelEncoder
     from terrafm.models import create_model
 
+    if spec == "pixels":
+        return PixelEncoder()
     if spec.startswith("random:"):
         torch.manual_seed(int(spec.split(":", 1)[1]))
         return create_model(model)
@@ -56,7 +62,7 @@ def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("encoders", nargs="+", help="checkpoint files or random:SEED")
+    p.add_argument("encoders", nargs="+", help="checkpoint files, random:SEED or pixels")
     p.add_argument("--model", default="terrafm_tiny", help="architecture of random:SEED encoders")
     p.add_argument("--sensors", nargs="+", default=["s2_l2a"], help="e.g. s2_l2a s1 s1+s2_l2a")
     p.add_argument("--world", default="runs/probe-world")
