@@ -25,6 +25,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -58,6 +59,19 @@ def _encoder(spec: str, model: str) -> torch.nn.Module:
     return load_model(spec)
 
 
+def patch_majority_miou(seg_task: Any, patch: int = 16) -> float:
+    """mIoU of painting each patch of the test masks with its majority class (the ceiling of a
+    probe whose tokens know exactly the dominant class of their patch)."""
+    from terrafm.eval.baselines import patch_majority
+    from terrafm.eval.metrics import SegmentationMeter
+
+    meter = SegmentationMeter(seg_task.num_classes, seg_task.ignore_index)
+    for item in seg_task.dataset("test", ("s2_l2a",)):
+        m = item["mask"][None]  # (1, H, W)
+        meter.update(patch_majority(m, seg_task.num_classes, seg_task.ignore_index, patch), m)
+    return float(meter.compute()["miou"])  # type: ignore[arg-type]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -70,6 +84,9 @@ def main() -> None:
     p.add_argument("--cells-per-class", type=int, default=48)
     p.add_argument("--draws", type=int, default=20, help="draws of the 1 %% subset")
     p.add_argument("--json", help="also write every result to this JSON-lines file")
+    p.add_argument(
+        "--oracle", action="store_true", help="also print the patch-majority mIoU ceiling"
+    )
     args = p.parse_args()
 
     from terrafm.eval import load_task
@@ -107,6 +124,11 @@ def main() -> None:
             f"| {spec} | {sensors} | {r['knn_top1_fraction']:.1f} | {r['knn_top1_full']:.1f} | "
             f"{r['linear_top1']:.1f} | {r['miou']:.1f} | {r['rankme_cls']:.1f} | "
             f"{r['rankme_patch']:.1f} |"
+        )
+    if args.oracle:
+        print(
+            f"\npatch-majority oracle (each 16 x 16 patch painted with its majority class): "
+            f"mIoU {patch_majority_miou(seg):.1f}"
         )
     if out is not None:
         out.close()

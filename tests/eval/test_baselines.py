@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from terrafm.eval.baselines import PixelEncoder
+from terrafm.eval.baselines import PixelEncoder, patch_majority
 from terrafm.eval.features import PatchFeatures
 from terrafm.eval.segmentation import SegSettings, evaluate_patch_probe, train_patch_probe
 
@@ -71,3 +71,23 @@ def test_patch_probe_on_pixels_recovers_a_pixel_rule():
     head = train_patch_probe(train, 2, settings, patch=4, progress=False)
     res = evaluate_patch_probe(head, test, 2)
     assert res["miou"] > 90, res["miou"]
+
+
+def test_patch_majority_matches_a_loop():
+    g = torch.Generator().manual_seed(3)
+    masks = torch.randint(0, 3, (2, 8, 12), generator=g)
+    masks[0, :4, :4] = 255  # a block with no valid pixel
+    masks[1, 4:, 8:] = torch.tensor([[1, 1, 255, 255]] * 2 + [[2, 2, 2, 255]] * 2)
+    out = patch_majority(masks, 3, 255, patch=4)
+    for b in range(2):
+        for i in range(0, 8, 4):
+            for j in range(0, 12, 4):
+                v = masks[b, i : i + 4, j : j + 4].flatten()
+                v = v[v != 255]
+                expect = int(np.bincount(v.numpy(), minlength=3).argmax()) if len(v) else 0
+                assert (out[b, i : i + 4, j : j + 4] == expect).all(), (b, i, j)
+    assert out[1, 5, 9] == 2  # 6 twos beat 4 ones; ignored pixels do not vote
+    with pytest.raises(ValueError, match=r"outside 0\.\.2"):
+        patch_majority(torch.full((1, 4, 4), 7), 3, 255, patch=4)
+    with pytest.raises(ValueError, match="multiple of the patch"):
+        patch_majority(torch.zeros(1, 6, 8, dtype=torch.long), 3, patch=4)

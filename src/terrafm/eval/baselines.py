@@ -11,7 +11,10 @@
 
 What a linear read-out of the raw pixels reaches is the ceiling a random-init encoder approaches
 (at initialisation a ViT is close to a random projection of its patches) and the bar a pretrained
-encoder has to clear with fewer dimensions (``benchmarks/quickstart_probe.py --pixels``).
+encoder has to clear with fewer dimensions (``benchmarks/quickstart_probe.py pixels``).
+:func:`patch_majority` paints each patch of a mask with its majority class: the segmentation an
+encoder whose tokens knew exactly the dominant class of their patch would give at best
+(``benchmarks/quickstart_probe.py --oracle``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-__all__ = ["PixelEncoder"]
+__all__ = ["PixelEncoder", "patch_majority"]
 
 
 class PixelEncoder(nn.Module):
@@ -66,3 +69,29 @@ class PixelEncoder(nn.Module):
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The "CLS token" (B, 2 sum C)."""
         return self.forward_features(inputs)["x_norm_clstoken"]
+
+
+def patch_majority(
+    masks: torch.Tensor, num_classes: int, ignore_index: int = 255, patch: int = 16
+) -> torch.Tensor:
+    """Each ``patch`` x ``patch`` block of ``masks`` (B, H, W) painted with its most frequent class.
+
+    ``ignore_index`` pixels do not vote; a block with no valid pixel gets class 0 (its pixels are
+    ignored when scored). Ties go to the lower class index.
+    """
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be (B, H, W), got {tuple(masks.shape)}")
+    b, h, w = masks.shape
+    if h % patch or w % patch:
+        raise ValueError(f"masks {h} x {w} are not a multiple of the patch {patch}")
+    m = masks.long()
+    blocks = m.reshape(b, h // patch, patch, w // patch, patch).permute(0, 1, 3, 2, 4)
+    blocks = blocks.reshape(-1, patch * patch)
+    valid = blocks != ignore_index
+    if bool(((blocks < 0) | (blocks >= num_classes))[valid].any()):
+        raise ValueError(f"masks hold labels outside 0..{num_classes - 1} and {ignore_index}")
+    counts = torch.zeros(len(blocks), num_classes + 1, dtype=torch.long)
+    counts.scatter_add_(1, torch.where(valid, blocks, num_classes), torch.ones_like(blocks))
+    major = counts[:, :num_classes].argmax(1)  # (blocks,)
+    out = major.reshape(b, h // patch, w // patch, 1, 1).expand(-1, -1, -1, patch, patch)
+    return out.permute(0, 1, 3, 2, 4).reshape(b, h, w)
