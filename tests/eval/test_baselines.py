@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from terrafm.eval.baselines import PixelEncoder, patch_majority
-from terrafm.eval.features import PatchFeatures
+from terrafm.eval.features import PatchFeatures, _tiles
 from terrafm.eval.segmentation import SegSettings, evaluate_patch_probe, train_patch_probe
 
 
@@ -61,7 +61,7 @@ def test_patch_probe_on_pixels_recovers_a_pixel_rule():
     assert tokens.shape == (48, 64, 32)  # row-major 8 x 8 patches of 2 x 4 x 4 values
     feats = PatchFeatures(  # every patch its own one-token tile
         tokens.reshape(48 * 64, 1, 32).to(torch.float16),
-        mask.reshape(48, 8, 4, 8, 4).permute(0, 1, 3, 2, 4).reshape(48 * 64, 4, 4),
+        _tiles(mask[:, None], 4)[:, 0],  # (48 * 64, 4, 4), the tokens' row-major order
         [f"t{i}" for i in range(48 * 64)],
     )
     n = 40 * 64

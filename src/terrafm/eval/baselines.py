@@ -24,6 +24,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from terrafm.eval.features import _tiles
+
 __all__ = ["PixelEncoder", "patch_majority"]
 
 
@@ -60,8 +62,7 @@ class PixelEncoder(nn.Module):
             raise ValueError(f"PixelEncoder: image {h} x {w} is not a multiple of the patch {p}")
         x = torch.cat([inputs[s].float() for s in sensors], 1)  # (B, C, H, W)
         c = x.shape[1]
-        patches = x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5)
-        tokens = patches.reshape(b, (h // p) * (w // p), c * p * p)
+        tokens = _tiles(x, p).reshape(b, (h // p) * (w // p), c * p * p)  # row-major patches
         flat = x.reshape(b, c, h * w)
         cls = torch.cat([flat.mean(-1), flat.std(-1, unbiased=False)], 1)  # (B, 2C)
         return {"x_norm_clstoken": cls, "x_norm_patchtokens": tokens}
@@ -84,14 +85,11 @@ def patch_majority(
     b, h, w = masks.shape
     if h % patch or w % patch:
         raise ValueError(f"masks {h} x {w} are not a multiple of the patch {patch}")
-    m = masks.long()
-    blocks = m.reshape(b, h // patch, patch, w // patch, patch).permute(0, 1, 3, 2, 4)
-    blocks = blocks.reshape(-1, patch * patch)
+    blocks = _tiles(masks.long()[:, None], patch).reshape(-1, patch * patch)  # row-major
     valid = blocks != ignore_index
     if bool(((blocks < 0) | (blocks >= num_classes))[valid].any()):
         raise ValueError(f"masks hold labels outside 0..{num_classes - 1} and {ignore_index}")
     counts = torch.zeros(len(blocks), num_classes + 1, dtype=torch.long)
     counts.scatter_add_(1, torch.where(valid, blocks, num_classes), torch.ones_like(blocks))
-    major = counts[:, :num_classes].argmax(1)  # (blocks,)
-    out = major.reshape(b, h // patch, w // patch, 1, 1).expand(-1, -1, -1, patch, patch)
-    return out.permute(0, 1, 3, 2, 4).reshape(b, h, w)
+    major = counts[:, :num_classes].argmax(1).reshape(b, h // patch, w // patch)
+    return major.repeat_interleave(patch, 1).repeat_interleave(patch, 2)
