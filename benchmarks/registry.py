@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from terrafm.fetch import fetch_file, sha256_file
 from terrafm.integrations.terratorch import TerraFMBackbone
 from terrafm.models import create_model, model_config
+from terrafm.weights.fetch import fetch_file, sha256_file
 
 
 def _best(fn, repeats: int) -> float:

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import terrafm
-from terrafm import registry
-from terrafm.checkpoint import FUSION_KEYS, save_published, save_weights
+from terrafm import weights
+from terrafm.weights import FUSION_KEYS, save_published, save_weights
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,13 +36,13 @@ def tiny_files(tiny, tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(autouse=True)
 def clean_registry() -> Iterator[None]:
     """Entries a test registers are removed afterwards; the built-ins stay untouched."""
-    before = set(registry.list_weights())
-    defaults = dict(registry._DEFAULTS)
+    before = set(weights.list_weights())
+    defaults = dict(weights.registry._DEFAULTS)
     yield
-    for name in set(registry.list_weights()) - before:
-        registry.unregister_weights(name)
-    registry._DEFAULTS.clear()
-    registry._DEFAULTS.update(defaults)
+    for name in set(weights.list_weights()) - before:
+        weights.unregister_weights(name)
+    weights.registry._DEFAULTS.clear()
+    weights.registry._DEFAULTS.update(defaults)
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:

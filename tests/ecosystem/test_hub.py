@@ -6,9 +6,8 @@ import pytest
 import torch
 
 import terrafm
-from terrafm import registry
-from terrafm.fetch import UnverifiedWeightsError, sha256_file
-from terrafm.registry import RegistryError, Weights
+from terrafm import weights
+from terrafm.weights import RegistryError, UnverifiedWeightsError, Weights, sha256_file
 
 from .conftest import REPO
 
@@ -54,7 +53,7 @@ def test_hub_load_registry_name_verifies_the_hash(tiny, tiny_files, tmp_path, as
     remote.mkdir(parents=True)
     (remote / "tiny.pth").write_bytes(pth.read_bytes())
     url = "file://" + str(tmp_path / "remote") + "/{revision}/{filename}"
-    registry.register_weights(
+    weights.register_weights(
         Weights(name="terrafm_tiny.hubtest", model="terrafm_tiny", filename="tiny.pth", url=url),
         default=True,
     )

@@ -8,12 +8,18 @@ import pytest
 import torch
 
 import terrafm
-from terrafm import registry
-from terrafm.checkpoint import CheckpointError
+from terrafm import weights
 from terrafm.cli import main
-from terrafm.fetch import HashMismatchError, UnverifiedWeightsError, sha256_file
-from terrafm.registry import RegistryError, TerraFMWeights, Weights
 from terrafm.sensors import default_stats, get_sensor
+from terrafm.weights import (
+    CheckpointError,
+    HashMismatchError,
+    RegistryError,
+    TerraFMWeights,
+    UnverifiedWeightsError,
+    Weights,
+    sha256_file,
+)
 
 
 def _never(url, dest):
@@ -30,7 +36,7 @@ def _remote(tmp_path, files, revision="abc123"):
 
 
 def _url_entry(url, path, **kw):
-    return registry.register_weights(
+    return weights.register_weights(
         Weights(
             name=kw.pop("name", "terrafm_tiny.remote"),
             model="terrafm_tiny",
@@ -44,8 +50,8 @@ def _url_entry(url, path, **kw):
 
 # --------------------------------------------------------------------------- built-in entries
 def test_published_entries_record_source_and_preprocessing():
-    b = registry.get_weights("terrafm_base.published")
-    assert registry.get_weights("TerraFM-B") is b is TerraFMWeights.TERRAFM_B.value
+    b = weights.get_weights("terrafm_base.published")
+    assert weights.get_weights("TerraFM-B") is b is TerraFMWeights.TERRAFM_B.value
     assert b.model == "terrafm_base" and b.filename == "TerraFM-B.pth" and b.format == "pth"
     assert b.resolved_url() == "https://huggingface.co/MBZUAI/TerraFM/resolve/main/TerraFM-B.pth"
     assert b.resolved_url("0123abc").endswith("/resolve/0123abc/TerraFM-B.pth")
@@ -57,24 +63,24 @@ def test_published_entries_record_source_and_preprocessing():
     for s, st in default_stats().items():
         assert meta["normalization"][s]["mean"] == st["mean"]
     assert "MBZUAI/TerraFM" in b.licence
-    large = registry.get_weights(TerraFMWeights.TERRAFM_L)
+    large = weights.get_weights(TerraFMWeights.TERRAFM_L)
     assert large.model == "terrafm_large" and large.filename == "TerraFM-L.pth"
-    assert registry.list_weights("terrafm_large") == ["terrafm_large.published"]
+    assert weights.list_weights("terrafm_large") == ["terrafm_large.published"]
 
 
 def test_unknown_names_and_bad_entries_are_clear():
     with pytest.raises(RegistryError, match=r"unknown weights 'nope'.*terrafm_base\.published"):
-        registry.get_weights("nope")
+        weights.get_weights("nope")
     with pytest.raises(RegistryError, match="exactly one of url= and path="):
         Weights(name="x", model="terrafm_tiny", filename="x.pth")
     with pytest.raises(ValueError, match="64 hexadecimal"):
         Weights(name="x", model="terrafm_tiny", filename="x.pth", path="/x", sha256="abc")
     with pytest.raises(RegistryError, match="unknown model 'vit_h'"):
-        registry.register_weights(Weights(name="x", model="vit_h", filename="x.pth", path="/x"))
+        weights.register_weights(Weights(name="x", model="vit_h", filename="x.pth", path="/x"))
 
 
 def test_weights_normalize_applies_the_entry_statistics():
-    w = registry.get_weights("terrafm_base.published")
+    w = weights.get_weights("terrafm_base.published")
     raw = torch.arange(2 * 8 * 8, dtype=torch.float32).reshape(2, 8, 8) * 3.0 - 50.0  # VV, VH dB
     st = get_sensor("s1").stats
     expected = torch.stack([(raw[i] - st.mean[i]) / st.std[i] for i in range(2)])
@@ -86,7 +92,7 @@ def test_weights_normalize_applies_the_entry_statistics():
 # --------------------------------------------------------------------------- refusal and hashes
 def test_url_without_hash_is_refused_before_any_download(tmp_path):
     with pytest.raises(UnverifiedWeightsError, match=r"TerraFM-B\.pth.*sha256=.*allow_unverified"):
-        registry.fetch_weights("TerraFM-B", cache_dir=tmp_path, fetcher=_never)
+        weights.fetch_weights("TerraFM-B", cache_dir=tmp_path, fetcher=_never)
     with pytest.raises(UnverifiedWeightsError):
         terrafm.create_model(
             "terrafm_tiny", pretrained=_url_entry("file:///x/{filename}", tmp_path / "t.pth")
@@ -100,14 +106,14 @@ def test_download_verifies_caches_and_loads(tiny, tiny_files, tmp_path, assert_s
     digest = sha256_file(pth)
     w = _url_entry(url, pth, sha256=digest.upper())  # hashes are case-insensitive
     cache = tmp_path / "cache"
-    path = registry.fetch_weights(w, cache_dir=cache)
+    path = weights.fetch_weights(w, cache_dir=cache)
     assert path == cache / "terrafm_tiny.remote" / "abc123" / "tiny.pth"
     assert sha256_file(path) == digest
     assert not list(path.parent.glob(".*tmp"))
     # A second fetch uses the cache (the fetcher would fail).
-    assert registry.fetch_weights(w, cache_dir=cache, fetcher=_never) == path
+    assert weights.fetch_weights(w, cache_dir=cache, fetcher=_never) == path
     model = terrafm.create_model("terrafm_tiny")
-    report = registry.load_pretrained(model, "terrafm_tiny", "terrafm_tiny.remote", cache_dir=cache)
+    report = weights.load_pretrained(model, "terrafm_tiny", "terrafm_tiny.remote", cache_dir=cache)
     assert report.path == str(path) and report.initialised  # fusion keys absent from a .pth
     assert_same(tiny, model.eval())
 
@@ -122,7 +128,7 @@ def test_pinned_revision_is_the_one_downloaded(tiny_files, tmp_path):
         dest.write_bytes(pth.read_bytes())
 
     w = _url_entry(url, pth, revision=None, sha256=sha256_file(pth))
-    registry.fetch_weights(w, revision="c0ffee", cache_dir=tmp_path / "c", fetcher=fetcher)
+    weights.fetch_weights(w, revision="c0ffee", cache_dir=tmp_path / "c", fetcher=fetcher)
     assert seen == [url.format(revision="c0ffee", filename="tiny.pth")]
     assert (tmp_path / "c" / "terrafm_tiny.remote" / "c0ffee" / "tiny.pth").is_file()
 
@@ -132,7 +138,7 @@ def test_download_with_wrong_hash_is_discarded(tiny_files, tmp_path):
     w = _url_entry(_remote(tmp_path, [pth]), pth, sha256="0" * 64)
     cache = tmp_path / "cache"
     with pytest.raises(HashMismatchError) as e:
-        registry.fetch_weights(w, cache_dir=cache)
+        weights.fetch_weights(w, cache_dir=cache)
     msg = str(e.value)
     assert "tiny.pth" in msg and "0" * 64 in msg and sha256_file(pth) in msg
     assert not [p for p in cache.rglob("*") if p.is_file()]  # nothing left in the cache
@@ -142,14 +148,14 @@ def test_corrupted_cache_file_is_detected(tiny_files, tmp_path):
     pth = tiny_files["pth"]
     digest = sha256_file(pth)
     w = _url_entry(_remote(tmp_path, [pth]), pth, sha256=digest)
-    path = registry.fetch_weights(w, cache_dir=tmp_path / "cache")
+    path = weights.fetch_weights(w, cache_dir=tmp_path / "cache")
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))  # same size, new mtime: the sidecar no longer vouches for it
     with pytest.raises(
         HashMismatchError, match=rf"{path}.*expected {digest}, got [0-9a-f]{{64}}.*delete"
     ):
-        registry.fetch_weights(w, cache_dir=tmp_path / "cache", fetcher=_never)
+        weights.fetch_weights(w, cache_dir=tmp_path / "cache", fetcher=_never)
 
 
 def test_allow_unverified_loads_and_logs_the_digest(
@@ -158,7 +164,7 @@ def test_allow_unverified_loads_and_logs_the_digest(
     pth = tiny_files["pth"]
     w = _url_entry(_remote(tmp_path, [pth]), pth)
     with caplog.at_level(logging.WARNING):
-        path = registry.fetch_weights(w, cache_dir=tmp_path / "c", allow_unverified=True)
+        path = weights.fetch_weights(w, cache_dir=tmp_path / "c", allow_unverified=True)
     assert sha256_file(pth) in caplog.text and "UNVERIFIED" in caplog.text
     assert_same(tiny, terrafm.create_model("terrafm_tiny", pretrained=path).eval())
 
@@ -167,25 +173,25 @@ def test_user_hash_conflicting_with_the_entry_is_an_error(tiny_files, tmp_path):
     pth = tiny_files["pth"]
     w = _url_entry(_remote(tmp_path, [pth]), pth, sha256=sha256_file(pth))
     with pytest.raises(RegistryError, match="differs from the registered"):
-        registry.fetch_weights(w, sha256="1" * 64, cache_dir=tmp_path, fetcher=_never)
+        weights.fetch_weights(w, sha256="1" * 64, cache_dir=tmp_path, fetcher=_never)
 
 
 def test_local_path_entry_is_verified(tiny_files):
     pth = tiny_files["pth"]
     w = Weights(name="t.local", model="terrafm_tiny", filename="tiny.pth", path=str(pth))
-    assert registry.fetch_weights(w) == pth
-    assert registry.fetch_weights(w, sha256=sha256_file(pth)) == pth
+    assert weights.fetch_weights(w) == pth
+    assert weights.fetch_weights(w, sha256=sha256_file(pth)) == pth
     with pytest.raises(HashMismatchError, match=r"tiny\.pth.*'t\.local'.*expected 2{64}"):
-        registry.fetch_weights(w, sha256="2" * 64)
+        weights.fetch_weights(w, sha256="2" * 64)
     gone = Weights(name="t.gone", model="terrafm_tiny", filename="x.pth", path=str(pth) + ".x")
     with pytest.raises(RegistryError, match="file not found"):
-        registry.fetch_weights(gone)
+        weights.fetch_weights(gone)
 
 
 # --------------------------------------------------------------------------- own checkpoints
 def test_registered_checkpoint_describes_itself_and_loads(tiny, tiny_files, assert_same):
     st = tiny_files["safetensors"]
-    w = registry.register_checkpoint(st, default=True)
+    w = weights.register_checkpoint(st, default=True)
     assert w.name == "terrafm_tiny.tiny" and w.model == "terrafm_tiny" and w.format == "safetensors"
     assert w.path == str(st.resolve()) and w.licence == "MIT" and w.patch_size == 16
     assert w.stats["s2_l2a"] == get_sensor("s2_l2a").stats
@@ -194,7 +200,7 @@ def test_registered_checkpoint_describes_itself_and_loads(tiny, tiny_files, asse
     assert_same(tiny, terrafm.create_model("terrafm_tiny", pretrained=w).eval())
     assert_same(tiny, terrafm.create_model("terrafm_tiny", pretrained=True).eval())
     with pytest.raises(RegistryError, match=r"for 'terrafm_tiny', not 'terrafm_small'"):
-        registry.load_pretrained(terrafm.create_model("terrafm_tiny"), "terrafm_small", w.name)
+        weights.load_pretrained(terrafm.create_model("terrafm_tiny"), "terrafm_small", w.name)
 
 
 def test_create_model_paths_and_names(tiny, tiny_files, assert_same):
@@ -206,7 +212,7 @@ def test_create_model_paths_and_names(tiny, tiny_files, assert_same):
     with pytest.raises(RegistryError, match="neither a file nor a registered weights name"):
         terrafm.create_model("terrafm_tiny", pretrained="terrafm_tiny.nothing")
     with pytest.raises(RegistryError, match="no default weights for 'terrafm_small'"):
-        registry.load_pretrained(untouched, "terrafm_small", True)
+        weights.load_pretrained(untouched, "terrafm_small", True)
     with pytest.raises(CheckpointError, match="not found"):
         terrafm.create_model("terrafm_tiny", pretrained="missing.pth")
 

@@ -14,9 +14,8 @@ import rasterio
 import torch
 
 import terrafm
-from terrafm import registry
+from terrafm import weights
 from terrafm.eval.datasets import load_task
-from terrafm.fetch import UnverifiedWeightsError, sha256_file
 from terrafm.integrations.torchgeo import (
     TerraFMBase16_Weights,
     TerraFMLarge16_Weights,
@@ -31,8 +30,8 @@ from terrafm.integrations.torchgeo import (
     to_torchgeo_sample,
 )
 from terrafm.models.vit import InputError
-from terrafm.registry import Weights
 from terrafm.sensors import BandError, get_sensor
+from terrafm.weights import UnverifiedWeightsError, Weights, sha256_file
 
 from .conftest import REPO
 
@@ -121,7 +120,7 @@ def test_to_terrafm_transform_on_real_files(eurosat):
 
 
 def test_to_terrafm_uses_the_weights_entry_statistics(tiny_files):
-    w = registry.register_checkpoint(tiny_files["safetensors"], name="terrafm_tiny.tg")
+    w = weights.register_checkpoint(tiny_files["safetensors"], name="terrafm_tiny.tg")
     x = torch.full((2, 8, 8), -12.0)
     out = ToTerraFM("s1", ["VV", "VH"], weights="terrafm_tiny.tg", key="image_s1")({"image_s1": x})
     st = w.stats["s1"]
@@ -131,7 +130,7 @@ def test_to_terrafm_uses_the_weights_entry_statistics(tiny_files):
 # --------------------------------------------------------------------------- weights enums
 def test_weights_enums_mirror_the_registry(tmp_path):
     w = TerraFMBase16_Weights.MAJOR_TOM
-    assert w.url == registry.get_weights("terrafm_base.published").resolved_url()
+    assert w.url == weights.get_weights("terrafm_base.published").resolved_url()
     assert w.meta["model"] == "terrafm_base" and w.meta["bands"]["s1"] == ["VV", "VH"]
     assert w.meta["in_chans"] == {"s1": 2, "s2_l1c": 12, "s2_l2a": 12}
     assert get_weight("TerraFMLarge16_Weights.MAJOR_TOM") is TerraFMLarge16_Weights.MAJOR_TOM
@@ -152,7 +151,7 @@ def test_get_model_with_registry_weights(tiny, tiny_files, tmp_path, assert_same
     pth = tiny_files["pth"]
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "tiny.pth").write_bytes(pth.read_bytes())
-    entry = registry.register_weights(
+    entry = weights.register_weights(
         Weights(name="terrafm_tiny.tgw", model="terrafm_tiny", filename="tiny.pth",
                 url="file://" + str(tmp_path) + "/{revision}/{filename}", revision="r",
                 sha256=sha256_file(pth))

@@ -6,16 +6,16 @@ import pytest
 import torch
 
 import terrafm
-from terrafm.checkpoint import (
+from terrafm.models import load_model
+from terrafm.models.reference import ReferenceTerraFM
+from terrafm.weights import (
     FUSION_KEYS,
     CheckpointError,
-    load_model,
     load_weights,
     read_metadata,
     save_published,
     save_weights,
 )
-from terrafm.models.reference import ReferenceTerraFM
 
 X = {"s2_l2a": torch.randn(2, 12, 32, 32)}
 
@@ -118,7 +118,7 @@ def test_failed_write_leaves_previous_file_intact(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr("terrafm.checkpoint.save_file", boom)
+    monkeypatch.setattr("terrafm.weights.checkpoint.save_file", boom)
     with pytest.raises(OSError, match="disk full"):
         save_weights(m, path, "terrafm_tiny")
     assert path.read_bytes() == before

@@ -51,7 +51,7 @@ def test_contract_every_variant_and_sensor(name):
         assert torch.isfinite(cls).all()
     # published sizes: B 113 M encoder parameters at the fusion-free layout (SPEC §2)
     if name == "terrafm_base":
-        from terrafm.checkpoint import published_state_dict
+        from terrafm.weights import published_state_dict
 
         n = sum(v.numel() for v in published_state_dict(m).values())
         assert 112.5e6 < n < 113.5e6, n

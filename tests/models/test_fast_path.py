@@ -17,8 +17,8 @@ def test_fast_path_matches_and_follows_weight_changes(tmp_path, deterministic):
 
     # load other weights: the cache must not serve the old fold
     other = terrafm.create_model("terrafm_tiny").eval()
-    terrafm.checkpoint.save_weights(other, tmp_path / "o.safetensors", "terrafm_tiny")
-    terrafm.checkpoint.load_weights(m, tmp_path / "o.safetensors")
+    terrafm.weights.save_weights(other, tmp_path / "o.safetensors", "terrafm_tiny")
+    terrafm.weights.load_weights(m, tmp_path / "o.safetensors")
     with torch.no_grad():
         slow2 = m(x)
     with torch.inference_mode():

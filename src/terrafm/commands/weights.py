@@ -1,4 +1,4 @@
-"""``terrafm weights``: list, describe, fetch and hash registered weights (:mod:`terrafm.registry`)."""
+"""``terrafm weights``: list, describe, fetch and hash registered weights (:mod:`terrafm.weights`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from terrafm.registry import Weights
+    from terrafm.weights.registry import Weights
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _entry(name: str) -> Weights:
-    from terrafm.registry import Weights, get_weights
+    from terrafm.weights.registry import Weights, get_weights
 
     if name.endswith(".safetensors"):
         return Weights.from_checkpoint(name)
@@ -42,7 +42,7 @@ def _entry(name: str) -> Weights:
 
 
 def run(args: argparse.Namespace) -> int:
-    from terrafm.checkpoint import CheckpointError
+    from terrafm.weights.checkpoint import CheckpointError
 
     try:
         return _run(args)
@@ -52,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from terrafm import registry
-    from terrafm.fetch import HashMismatchError, sha256_file, verify_file
+    from terrafm.weights import registry
+    from terrafm.weights.fetch import HashMismatchError, sha256_file, verify_file
 
     if args.action == "list":
         for ckpt in args.register:

@@ -12,7 +12,6 @@ from terrafm.embed.pipeline import (
     EmbedOptions,
     EmbedReport,
     embed_scene,
-    weights_digest,
 )
 from terrafm.embed.progress import ProgressError
 from terrafm.embed.sources import Scene, SourceError, SourceSpec, open_scene
@@ -31,5 +30,4 @@ __all__ = [
     "WindowGrid",
     "embed_scene",
     "open_scene",
-    "weights_digest",
 ]

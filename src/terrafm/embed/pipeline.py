@@ -15,7 +15,6 @@ table part, whatever the scene size. An interrupted run resumes from its last ch
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import queue
@@ -45,6 +44,7 @@ from terrafm.embed.table import TableWriter
 from terrafm.embed.windows import Window, WindowGrid
 from terrafm.embed.writer import COMPLETE_TAG, EmbeddingWriter, read_tags
 from terrafm.models import TerraFM
+from terrafm.weights.fingerprint import model_fingerprint
 
 __all__ = ["EmbedError", "EmbedInterrupted", "EmbedOptions", "EmbedReport", "embed_scene"]
 
@@ -149,15 +149,6 @@ class EmbedReport:
         return self.scene_pixels * self.computed / self.windows / self.seconds
 
 
-def weights_digest(model: torch.nn.Module) -> str:
-    """A digest of the model's parameters and buffers: the identity of what computes the output."""
-    h = hashlib.blake2b(digest_size=16)
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 def _fingerprint(
     model: TerraFM, model_name: str, scene: Scene, opts: EmbedOptions, table: Path | None
 ) -> dict[str, object]:
@@ -173,7 +164,7 @@ def _fingerprint(
         }
     return {
         "model": model_name,
-        "weights": weights_digest(model),
+        "weights": model_fingerprint(model),
         "inputs": inputs,
         "window": opts.window,
         "overlap": opts.overlap,
@@ -705,4 +696,4 @@ def _finish(
         table.clear_parts()
 
 
-__all__ += ["ProgressError", "weights_digest"]
+__all__ += ["ProgressError"]

@@ -31,8 +31,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from terrafm.checkpoint import atomic_write
+from terrafm.atomic import atomic_write
 from terrafm.eval.tasks import EvalDataset
+from terrafm.weights.fingerprint import model_fingerprint
 
 __all__ = [
     "POOLINGS",
@@ -44,28 +45,12 @@ __all__ = [
     "extract_patch_tokens",
     "flip_batch",
     "flip_view",
-    "model_fingerprint",
 ]
 
 log = logging.getLogger(__name__)
 
 POOLINGS = ("cls", "mean", "cls+mean")
 CACHE_VERSION = 1
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    """SHA-256 of a model's configuration and weights (identifies features in the cache)."""
-    h = hashlib.sha256()
-    cfg = getattr(model, "cfg", None)
-    h.update(type(model).__name__.encode())
-    if cfg is not None and hasattr(cfg, "to_dict"):
-        h.update(json.dumps(cfg.to_dict(), sort_keys=True).encode())
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        t = v.detach().cpu().contiguous()
-        h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 def flip_view(x: torch.Tensor, view: int) -> torch.Tensor:

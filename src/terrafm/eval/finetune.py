@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 
 from terrafm.eval.features import check_skipped, collate, flip_batch
 from terrafm.eval.linear import probe_metrics
-from terrafm.eval.schedules import set_lr, warmup_cosine
 from terrafm.eval.tasks import EvalDataset
+from terrafm.schedules import set_lr, warmup_cosine
 
 __all__ = ["Classifier", "FinetuneSettings", "finetune", "layer_decay_groups"]
 

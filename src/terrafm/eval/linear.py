@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from terrafm.eval.metrics import micro_f1, micro_map, top1
-from terrafm.eval.schedules import one_cycle
+from terrafm.schedules import one_cycle
 
 __all__ = ["LinearProbe", "ProbeSettings", "predict_linear", "probe_metrics", "train_linear_probe"]
 

@@ -23,9 +23,9 @@ from tqdm.auto import tqdm
 
 from terrafm.eval.features import PatchFeatures, collate, flip_batch
 from terrafm.eval.metrics import SegmentationMeter
-from terrafm.eval.schedules import one_cycle, set_lr, warmup_cosine
 from terrafm.eval.tasks import EvalDataset
 from terrafm.eval.upernet import UPerNet
+from terrafm.schedules import one_cycle, set_lr, warmup_cosine
 
 __all__ = [
     "PatchLinearHead",

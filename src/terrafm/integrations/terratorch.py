@@ -1,4 +1,4 @@
-"""TerraFM as a terratorch backbone (SPEC §2 dense outputs, §7 item 7).
+"""TerraFM as a terratorch backbone (dense outputs: docs/design.md, "Encoder and checkpoint layout").
 
 terratorch builds task models from a backbone registry: a backbone is an ``nn.Module`` with an
 ``out_channels`` list whose ``forward(x)`` returns one feature tensor per level; necks
@@ -30,8 +30,7 @@ import torch
 from torch import nn
 
 from terrafm.models.vit import InputError, TerraFM
-from terrafm.models.zoo import list_models
-from terrafm.registry import resolve_pretrained
+from terrafm.models.zoo import create_model, list_models
 from terrafm.sensors import SENSOR_KEYS, BandError, band_indices, get_sensor
 
 __all__ = [
@@ -177,7 +176,8 @@ def datamodule_stats(
 ) -> tuple[list[float], list[float]]:
     """``(means, stds)`` in the order of ``bands`` (the dataset's), for terratorch datamodules.
 
-    The values are the encoder's statistics in its input unit (S2 DN, S1 dB, SPEC §1); bands the
+    The values are the encoder's statistics in its input unit (S2 DN, S1 dB: docs/design.md,
+    "Sensors and units"); bands the
     sensor drops (L1C B10) get mean 0 / std 1, since the backbone discards them anyway.
     """
     s = get_sensor(_sensor_key(sensor))
@@ -211,29 +211,24 @@ def build_backbone(
         pretrained: ``True`` = the variant's default registry weights; a path or registry name
             also works. ``False`` = random init.
         ckpt_path: a local ``.pth`` / ``.safetensors`` (terratorch's name for it).
-        weights: a :mod:`terrafm.registry` name.
+        weights: a :mod:`terrafm.weights` registry name.
         sha256: expected digest of registry weights whose entry records none.
         allow_unverified: accept registry weights with an unknown hash.
         cache_dir: download cache.
         sensor, bands, out_indices, output: see :class:`TerraFMBackbone`.
         overrides: TerraFM config fields (``drop_path_rate`` ...).
     """
-    from terrafm.models.zoo import create_model
-
     chosen = [p for p in (ckpt_path, weights, pretrained if pretrained is not False else None) if p]
     if len(chosen) > 1:
         raise ValueError("give one of ckpt_path=, weights= and pretrained=")
-    path = None
-    if chosen:
-        options: dict[str, Any] = {}
-        if sha256 is not None:
-            options["sha256"] = sha256
-        if allow_unverified:
-            options["allow_unverified"] = True
-        if cache_dir is not None:
-            options["cache_dir"] = cache_dir
-        path = resolve_pretrained(chosen[0], model, **options)
-    encoder = create_model(model, pretrained=path, **overrides)
+    encoder = create_model(
+        model,
+        chosen[0] if chosen else None,
+        sha256=sha256,
+        allow_unverified=allow_unverified,
+        cache_dir=cache_dir,
+        **overrides,
+    )
     return TerraFMBackbone(
         encoder, sensor=sensor, bands=bands, out_indices=out_indices, output=output
     )

@@ -1,4 +1,4 @@
-"""torchgeo interoperability (SPEC §7 item 7): sample dicts both ways, weights enums, ``get_model``.
+"""torchgeo interoperability: sample dicts both ways, weights enums, ``get_model``.
 
 - :class:`TorchGeoSamples` wraps a terrafm dataset (items ``{"inputs": {sensor: T}, "label" |
   "mask", "id"}``, e.g. :meth:`terrafm.eval.tasks.EvalTask.dataset`) and yields torchgeo-style
@@ -6,11 +6,12 @@
   for several (torchgeo's BigEarthNet convention), ``"mask"`` for segmentation.
 - :class:`ToTerraFM` is a torchgeo transform for the other direction: a raw torchgeo image (e.g.
   ``torchgeo.datasets.EuroSAT``, 13 L1C bands with B8A last) becomes the normalised stem input,
-  bands matched by name (SPEC §1), statistics from a registry entry.
+  bands matched by name (docs/design.md, "Sensors and units"), statistics from a registry entry.
 - :class:`TerraFMBase16_Weights` / :class:`TerraFMLarge16_Weights` are torchvision/torchgeo
   ``WeightsEnum`` classes over the registry entries; :func:`get_model`, :func:`get_weight`,
   :func:`get_model_weights` and :func:`list_models` mirror ``torchgeo.models``. Loading goes
-  through :func:`terrafm.registry.fetch_weights`, so the sha256 rules hold here too.
+  through :mod:`terrafm.weights` (``fetch_weights``, ``create_model``'s ``pretrained`` door), so
+  the sha256 rules hold here too.
 
 Only torchvision (a core dependency) is needed; torchgeo itself is optional.
 """
@@ -29,11 +30,12 @@ from torch.utils.data import Dataset
 from torchvision.models._api import Weights as TVWeights
 from torchvision.models._api import WeightsEnum
 
-from terrafm.checkpoint import CheckpointError, read_state_dict
 from terrafm.models.vit import InputError, TerraFM
 from terrafm.models.zoo import create_model
-from terrafm.registry import Weights, fetch_weights, get_weights, resolve_pretrained
 from terrafm.sensors import SENSOR_KEYS
+from terrafm.weights.checkpoint import CheckpointError, read_state_dict
+from terrafm.weights.pretrained import FETCH_OPTIONS, split_fetch_options
+from terrafm.weights.registry import Weights, fetch_weights, get_weights
 
 __all__ = [
     "TerraFMBase16_Weights",
@@ -200,7 +202,7 @@ class _RegistryWeightsEnum(WeightsEnum):
     """``get_state_dict`` through the terrafm registry (sha256 rules), not a bare URL download."""
 
     def get_state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """The weights as a state dict; keywords as :func:`terrafm.registry.fetch_weights`."""
+        """The weights as a state dict; keywords as :func:`terrafm.weights.fetch_weights`."""
         kwargs.pop("progress", None)  # torchvision's signature; downloads log instead
         if args:
             raise TypeError("get_state_dict takes keyword arguments only")
@@ -266,15 +268,18 @@ def get_model(
         weights: a weights enum member or its full name, a registry entry/name, or a file.
         fetch_options: ``sha256``, ``allow_unverified``, ``cache_dir``, ``revision``, ``fetcher``.
     """
-    if weights is None:
-        return create_model(name)
+    fetch, unknown = split_fetch_options(fetch_options)
+    if unknown:
+        raise TypeError(
+            f"unknown option(s) {sorted(unknown)}; fetch options: {list(FETCH_OPTIONS)}"
+        )
     if isinstance(weights, str) and weights.split(".")[0] in {
         e.__name__ for e in _MODEL_WEIGHTS.values()
     }:
         weights = get_weight(weights)
-    target: Weights | str | Path
+    target: Weights | str | Path | None
     if isinstance(weights, WeightsEnum):
         target = get_weights(weights.value.meta["registry_name"])
     else:
         target = weights
-    return create_model(name, pretrained=resolve_pretrained(target, name, **fetch_options))
+    return create_model(name, target, **fetch)

@@ -1,34 +1,35 @@
-"""Named TerraFM variants and :func:`create_model`.
+"""Named TerraFM variants, :func:`create_model` and :func:`load_model`.
 
-``terrafm_base`` and ``terrafm_large`` match the published checkpoints (SPEC §2); ``terrafm_small``
-and ``terrafm_tiny`` are smaller members of the family for CPU work and tests.
+The variants are the table of :mod:`terrafm.variants`: ``terrafm_base`` and ``terrafm_large``
+match the published checkpoints (docs/design.md, "Encoder and checkpoint layout");
+``terrafm_small`` and ``terrafm_tiny`` are smaller members of the family for CPU work and tests.
+Weights come in through :mod:`terrafm.weights` (its ``pretrained`` door), which never imports
+this package.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from terrafm.models.vit import TerraFM, TerraFMConfig
+from terrafm.variants import VARIANTS, list_models
+from terrafm.weights.checkpoint import read_metadata
+from terrafm.weights.pretrained import (
+    Pretrained,
+    load_pretrained,
+    resolve_pretrained,
+    split_fetch_options,
+)
 
-if TYPE_CHECKING:
-    from terrafm.registry import TerraFMWeights, Weights
-
-__all__ = ["MODEL_CONFIGS", "create_model", "list_models", "model_config"]
+__all__ = ["MODEL_CONFIGS", "create_model", "list_models", "load_model", "model_config"]
 
 MODEL_CONFIGS: dict[str, Callable[[], TerraFMConfig]] = {
-    "terrafm_base": lambda: TerraFMConfig(768, 12, 12, dense_layers=(3, 5, 7, 11)),
-    # Dense taps for L follow Copernicus-Bench/DOFA (SPEC §2, choice).
-    "terrafm_large": lambda: TerraFMConfig(1024, 24, 16, dense_layers=(7, 11, 15, 23)),
-    "terrafm_small": lambda: TerraFMConfig(384, 12, 6, dense_layers=(3, 5, 7, 11)),
-    # Very small: tests, CPU demos and the built-in quickstart.
-    "terrafm_tiny": lambda: TerraFMConfig(96, 4, 3, dense_layers=(0, 1, 2, 3)),
+    name: partial(TerraFMConfig, **fields)  # type: ignore[arg-type]
+    for name, fields in VARIANTS.items()
 }
-
-
-def list_models() -> list[str]:
-    return sorted(MODEL_CONFIGS)
 
 
 def model_config(name: str, **overrides: object) -> TerraFMConfig:
@@ -44,30 +45,33 @@ def model_config(name: str, **overrides: object) -> TerraFMConfig:
     return TerraFMConfig.from_dict(d)
 
 
-def create_model(
-    name: str,
-    pretrained: str | Path | bool | Weights | TerraFMWeights | None = None,
-    **overrides: object,
-) -> TerraFM:
+def create_model(name: str, pretrained: Pretrained | None = None, **kwargs: Any) -> TerraFM:
     """Build a TerraFM encoder, optionally loading weights.
 
     Args:
         name: ``terrafm_base``, ``terrafm_large``, ``terrafm_small`` or ``terrafm_tiny``.
         pretrained: a published TerraFM ``.pth`` (a flat dict of tensors, loaded without running
             pickled code) or a terrafm ``.safetensors`` checkpoint with its metadata; or a
-            :mod:`terrafm.registry` weights name / entry / enum member, or ``True`` for the
-            variant's default entry (URL entries need a known sha256: see
-            :func:`terrafm.registry.fetch_weights`).
-        overrides: config fields to change (``drop_path_rate``, ``fusion_queries`` ...).
+            :mod:`terrafm.weights` registry name / entry / enum member, or ``True`` for the
+            variant's default entry (URL entries need a known sha256).
+        kwargs: ``sha256``, ``revision``, ``allow_unverified``, ``cache_dir``, ``fetcher`` steer
+            registry downloads (:func:`terrafm.weights.resolve_pretrained`); every other keyword
+            is a config field to change (``drop_path_rate``, ``fusion_queries`` ...).
     """
-    from terrafm.checkpoint import load_weights
-    from terrafm.registry import resolve_pretrained
-
+    fetch, overrides = split_fetch_options(kwargs)
     cfg = model_config(name, **overrides)
-    path = (
-        None if pretrained is None or pretrained is False else resolve_pretrained(pretrained, name)
-    )
+    path = resolve_pretrained(pretrained, name, **fetch)  # fetched and verified before building
     model = TerraFM(cfg)
-    if path is not None:
-        load_weights(model, path, model_name=name)
+    load_pretrained(model, name, path)
+    return model
+
+
+def load_model(
+    path: str | Path, factory: Callable[[TerraFMConfig], TerraFM] | None = None
+) -> TerraFM:
+    """Build the model a terrafm ``.safetensors`` checkpoint describes, and load it."""
+    meta = read_metadata(path)
+    cfg = TerraFMConfig.from_dict(meta["config"])  # type: ignore[arg-type]
+    model = factory(cfg) if factory is not None else TerraFM(cfg)
+    load_pretrained(model, str(meta.get("model_name")), Path(path))
     return model

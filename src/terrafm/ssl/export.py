@@ -1,10 +1,9 @@
-"""Encoder weights out of a pretraining run (SPEC §2 layout, §7 self-describing weights).
+"""Encoder weights out of a pretraining run, written by :mod:`terrafm.weights.export`.
 
-The teacher backbone (DINO's evaluated network) is written as a published-layout ``.pth`` (what
-the reference TerraFM code and anything else that loads TerraFM weights reads) and as a terrafm
-``.safetensors`` whose metadata carries the model name, config, sensors and normalisation
-statistics. The ``.pth`` leaves out the fusion parameters, as the published files do; the
-``.safetensors`` keeps them.
+The teacher backbone (DINO's evaluated network) is written as a published-layout ``.pth`` and as a
+terrafm ``.safetensors`` whose metadata carries the model name, config, sensors and normalisation
+statistics (docs/design.md, "Weights"). What is specific to training lives here: reading the
+training checkpoint, and gathering a live (possibly FSDP-sharded) teacher's full state.
 """
 
 from __future__ import annotations
@@ -17,26 +16,16 @@ import torch
 from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-from terrafm.checkpoint import CheckpointError, save_published, save_weights
 from terrafm.models import TerraFM, create_model
+from terrafm.weights.checkpoint import save_weights
+from terrafm.weights.export import load_backbone, write_release
 
 __all__ = ["backbone_from_state", "export_encoder", "export_run"]
-
-_PREFIX = "backbone."
 
 
 def backbone_from_state(state: Mapping[str, torch.Tensor], model_name: str) -> TerraFM:
     """A CPU TerraFM holding the ``backbone.*`` weights of a student/teacher state dict."""
-    sub = {k[len(_PREFIX) :]: v for k, v in state.items() if k.startswith(_PREFIX)}
-    if not sub:
-        raise CheckpointError("state holds no 'backbone.*' weights")
-    model = create_model(model_name)
-    missing, unexpected = model.load_state_dict(sub, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"backbone weights do not fit {model_name}: missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
-    return model.eval()
+    return load_backbone(create_model(model_name), state, model_name)
 
 
 def export_encoder(
@@ -77,15 +66,10 @@ def export_run(
     payload = load_training_state(checkpoint)
     cfg: dict[str, Any] = payload["config"]
     name = str(cfg["model"]["name"])
-    model = backbone_from_state(payload[which], name)
-    out = Path(out)
-    stem = out.with_suffix("") if out.suffix in (".pth", ".safetensors") else out
     meta = {
         "pretrain_step": int(payload["step"]),
         "weights": which,
         "source_checkpoint": str(checkpoint),
         "pretrain_config": cfg,
     }
-    pth = save_published(model, stem.with_name(stem.name + ".pth"))
-    st = save_weights(model, stem.with_name(stem.name + ".safetensors"), name, extra=meta)
-    return pth, st
+    return write_release(backbone_from_state(payload[which], name), out, name, extra=meta)

@@ -15,36 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from terrafm.schedules import cosine_schedule
+
 __all__ = ["Schedules", "cosine_schedule", "linear_warmup_constant"]
-
-
-def cosine_schedule(
-    base: float,
-    final: float,
-    total_steps: int,
-    warmup_steps: int = 0,
-    warmup_start: float = 0.0,
-) -> np.ndarray:
-    """Linear warm-up to ``base`` then half-cosine from ``base`` to ``final``.
-
-    Args:
-        base: value at the end of the warm-up.
-        final: value at the last step.
-        total_steps: length of the schedule.
-        warmup_steps: steps of linear warm-up from ``warmup_start`` (clipped to ``total_steps``).
-        warmup_start: value at step 0 of the warm-up.
-
-    Returns:
-        float64 array of ``total_steps`` values.
-    """
-    if total_steps <= 0:
-        raise ValueError(f"schedule length must be positive, got {total_steps}")
-    warmup_steps = min(max(int(warmup_steps), 0), total_steps)
-    warm = np.linspace(warmup_start, base, warmup_steps, endpoint=False)
-    n = total_steps - warmup_steps
-    t = np.arange(n) / max(n - 1, 1)  # 0 .. 1 inclusive
-    cos = final + 0.5 * (base - final) * (1.0 + np.cos(np.pi * t))
-    return np.concatenate([warm, cos]).astype(np.float64)
 
 
 def linear_warmup_constant(

@@ -22,7 +22,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from terrafm.checkpoint import CheckpointError, atomic_write
+from terrafm.atomic import atomic_write
+from terrafm.weights.checkpoint import CheckpointError
 
 __all__ = [
     "Fetcher",
