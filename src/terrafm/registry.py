@@ -4,36 +4,8 @@ The code lives in :mod:`terrafm.weights.registry` (entries) and :mod:`terrafm.we
 (``resolve_pretrained`` / ``load_pretrained``); import from :mod:`terrafm.weights` in new code.
 """
 
-from terrafm.weights.fetch import HashMismatchError, UnverifiedWeightsError
 from terrafm.weights.pretrained import load_pretrained, resolve_pretrained
-from terrafm.weights.registry import (
-    PUBLISHED_REPO,
-    RegistryError,
-    TerraFMWeights,
-    Weights,
-    default_weights,
-    fetch_weights,
-    get_weights,
-    list_weights,
-    register_checkpoint,
-    register_weights,
-    unregister_weights,
-)
+from terrafm.weights.registry import *  # noqa: F403
+from terrafm.weights.registry import __all__ as _ENTRIES
 
-__all__ = [
-    "PUBLISHED_REPO",
-    "HashMismatchError",
-    "RegistryError",
-    "TerraFMWeights",
-    "UnverifiedWeightsError",
-    "Weights",
-    "default_weights",
-    "fetch_weights",
-    "get_weights",
-    "list_weights",
-    "load_pretrained",
-    "register_checkpoint",
-    "register_weights",
-    "resolve_pretrained",
-    "unregister_weights",
-]
+__all__ = [*_ENTRIES, "load_pretrained", "resolve_pretrained"]

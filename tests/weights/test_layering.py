@@ -69,16 +69,17 @@ def test_models_use_the_weights_door():
 
 def test_old_module_paths_are_the_same_objects():
     """``terrafm.checkpoint`` / ``terrafm.registry`` (documented before the move) still work."""
+    from terrafm.atomic import atomic_write
     from terrafm.models import load_model
 
+    own = {"atomic_write": atomic_write, "load_model": load_model}
     for name in terrafm.checkpoint.__all__:
-        obj = getattr(terrafm.checkpoint, name)
-        assert obj is getattr(terrafm.weights, name, None) or name in ("atomic_write", "load_model")
-    assert terrafm.checkpoint.load_model is load_model
+        assert getattr(terrafm.checkpoint, name) is own.get(name, getattr(terrafm.weights, name))
     for name in terrafm.registry.__all__:
-        assert getattr(terrafm.registry, name) is getattr(terrafm.weights, name, None) or (
-            name == "PUBLISHED_REPO"
+        assert getattr(terrafm.registry, name) is getattr(
+            terrafm.weights.registry, name, getattr(terrafm.weights, name, None)
         )
+    assert {"resolve_pretrained", "load_pretrained", "Weights"} <= set(terrafm.registry.__all__)
 
 
 def _all_modules() -> list[str]:
