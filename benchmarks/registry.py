@@ -1,4 +1,4 @@
-"""Cost of verified weight loading (issue 8): sha256 throughput, the cache's sidecar fast path,
+"""Cost of verified weight loading: sha256 throughput, the cache's sidecar fast path,
 and the terratorch backbone's overhead over the bare encoder.
 
 A file of ``--mib`` MiB is written to a temp folder, "downloaded" through a ``file://`` URL into a
@@ -34,7 +34,7 @@ def _best(fn, repeats: int) -> float:
 
 
 def _published_bytes(name: str) -> int:
-    """float32 bytes of the published state dict (SPEC §2 key table), from the config alone."""
+    """float32 bytes of the published state dict (docs/design.md, "Encoder and checkpoint layout"), from the config alone."""
     c = model_config(name)
     d, a, p2 = c.embed_dim, 3 * c.embed_dim, c.patch_size**2
     grid = (c.img_size // c.patch_size) ** 2

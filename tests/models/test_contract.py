@@ -49,7 +49,8 @@ def test_contract_every_variant_and_sensor(name):
         assert len(pairs) == 2 and pairs[1][0].shape == (2, 6, d) and pairs[1][1].shape == (2, d)
         assert attn.shape == (2, cfg.num_heads, 7, 7)
         assert torch.isfinite(cls).all()
-    # published sizes: B 113 M encoder parameters at the fusion-free layout (SPEC §2)
+    # published sizes: B 113 M encoder parameters at the fusion-free layout
+    # (docs/design.md, "Encoder and checkpoint layout")
     if name == "terrafm_base":
         from terrafm.weights import published_state_dict
 

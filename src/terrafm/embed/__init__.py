@@ -1,4 +1,6 @@
-"""Embedding real scenes and exporting the encoder for serving (SPEC §7.4, §7.6, §7.7).
+"""Embedding real scenes and exporting the encoder for serving.
+
+What users asked for here: docs/design.md, "What users need", items 4, 6 and 7.
 
 - :func:`embed_scene` / :func:`embed_scenes`: scene rasters -> patch-embedding GeoTIFF, per-window
   GeoParquet table and PCA preview; streamed, resumable, sharded across ranks.

@@ -1,4 +1,6 @@
-"""``embed_scene``: stream a scene through the encoder into georeferenced embeddings (SPEC §7.6).
+"""``embed_scene``: stream a scene through the encoder into georeferenced embeddings.
+
+(docs/design.md, "What users need", item 6.)
 
 Three stages run concurrently so that reading overlaps compute:
 

@@ -1,4 +1,7 @@
-"""Frozen-encoder features shared by every protocol, cached on disk (SPEC §6).
+"""Frozen-encoder features shared by every protocol, cached on disk.
+
+Protocols: docs/design.md, "Evaluation protocols"; the cache key uses the model fingerprint of
+docs/design.md, "Weights".
 
 :func:`extract_features` runs the encoder over a split in batches (optionally under bfloat16
 autocast) and keeps, per sample, the normed CLS token and the mean of the normed patch tokens.

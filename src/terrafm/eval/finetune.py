@@ -1,4 +1,6 @@
-"""End-to-end fine-tuning of the encoder with a linear head (GEO-Bench protocol, SPEC §6.1).
+"""End-to-end fine-tuning of the encoder with a linear head (the GEO-Bench protocol).
+
+Protocol: docs/design.md, "Evaluation protocols", GEO-Bench v1.
 
 A copy of the encoder gets a linear head on its CLS token; both train with AdamW, a linear warm-up
 over the first 10 % of steps then cosine decay to 1e-6, gradient-norm clipping at 1.0, random

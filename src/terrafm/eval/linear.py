@@ -1,4 +1,6 @@
-"""Linear probing on frozen features, as Copernicus-Bench does it (SPEC §6.2).
+"""Linear probing on frozen features, as Copernicus-Bench does it.
+
+Protocol: docs/design.md, "Evaluation protocols", Copernicus-Bench.
 
 The probe is ``BatchNorm1d(affine=False)`` then ``Linear`` on the pooled feature, trained with SGD
 (weight decay 1e-4) under a one-cycle cosine schedule for 50 epochs, batch 64, learning rate 0.1

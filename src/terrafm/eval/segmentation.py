@@ -1,4 +1,4 @@
-"""Segmentation protocols on a frozen encoder (SPEC §6.1, §6.2, §6.3).
+"""Segmentation protocols on a frozen encoder (docs/design.md, "Evaluation protocols").
 
 - **Patch linear probe** (GEO-Bench, the harness behind TerraFM's tables): images are cut into
   64 px tiles; a linear layer maps each patch token to ``p x p`` class logits (p = 16, the patch
