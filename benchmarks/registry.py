@@ -1,5 +1,5 @@
-"""Cost of verified weight loading: sha256 throughput, the cache's sidecar fast path,
-and the terratorch backbone's overhead over the bare encoder.
+"""Cost of verified weight loading: sha256 throughput, the cache's sidecar fast path, the model
+fingerprint, and the terratorch backbone's overhead over the bare encoder.
 
 A file of ``--mib`` MiB is written to a temp folder, "downloaded" through a ``file://`` URL into a
 cache (hash checked), then fetched again with a valid sidecar (no re-hash) and after touching the
@@ -22,6 +22,7 @@ import torch
 from terrafm.integrations.terratorch import TerraFMBackbone
 from terrafm.models import create_model, model_config
 from terrafm.weights.fetch import fetch_file, sha256_file
+from terrafm.weights.fingerprint import model_fingerprint
 
 
 def _best(fn, repeats: int) -> float:
@@ -34,7 +35,10 @@ def _best(fn, repeats: int) -> float:
 
 
 def _published_bytes(name: str) -> int:
-    """float32 bytes of the published state dict (docs/design.md, "Encoder and checkpoint layout"), from the config alone."""
+    """float32 bytes of the published state dict, from the config alone.
+
+    Key table: docs/design.md, "Encoder and checkpoint layout".
+    """
     c = model_config(name)
     d, a, p2 = c.embed_dim, 3 * c.embed_dim, c.patch_size**2
     grid = (c.img_size // c.patch_size) ** 2
@@ -89,8 +93,10 @@ def _backbone_rows(size: int, batch: int, repeats: int) -> list[tuple[str, str]]
         maps = TerraFMBackbone(model, output="maps")
         t_tok = _best(lambda: tokens(x), repeats)
         t_map = _best(lambda: maps(x), repeats)
+    t_fp = _best(lambda: model_fingerprint(model), repeats)
     shape = f"terrafm_base, {batch}x12x{size}x{size}, CPU {torch.get_num_threads()} thr"
     return [
+        ("model_fingerprint(terrafm_base) (feature cache, embed resume)", f"{t_fp * 1e3:8.1f} ms"),
         (f"encoder.get_intermediate_layers ({shape})", f"{t_enc * 1e3:8.1f} ms"),
         ("TerraFMBackbone tokens", f"{t_tok * 1e3:8.1f} ms  ({t_tok / t_enc - 1:+.1%})"),
         ("TerraFMBackbone maps", f"{t_map * 1e3:8.1f} ms  ({t_map / t_enc - 1:+.1%})"),

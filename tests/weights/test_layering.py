@@ -74,7 +74,8 @@ def test_old_module_paths_are_the_same_objects():
 
     own = {"atomic_write": atomic_write, "load_model": load_model}
     for name in terrafm.checkpoint.__all__:
-        assert getattr(terrafm.checkpoint, name) is own.get(name, getattr(terrafm.weights, name))
+        expected = own[name] if name in own else getattr(terrafm.weights, name)
+        assert getattr(terrafm.checkpoint, name) is expected, name
     for name in terrafm.registry.__all__:
         assert getattr(terrafm.registry, name) is getattr(
             terrafm.weights.registry, name, getattr(terrafm.weights, name, None)
