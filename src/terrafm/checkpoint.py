@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +23,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from terrafm.errors import WeightsError
 from terrafm.models.vit import TerraFM, TerraFMConfig
+from terrafm.outputs import atomic_write  # re-exported: every atomic file write goes through it
 from terrafm.sensors import SENSOR_KEYS, default_stats
 
 __all__ = [
@@ -57,7 +56,7 @@ FUSION_KEYS = (
 _PREFIXES = ("module.", "backbone.", "encoder.")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(WeightsError, ValueError):
     """A checkpoint that cannot be loaded into the requested model."""
 
 
@@ -69,24 +68,6 @@ class LoadReport:
     loaded: list[str] = field(default_factory=list)
     initialised: list[str] = field(default_factory=list)  # absent fusion parameters
     unexpected: list[str] = field(default_factory=list)
-
-
-@contextmanager
-def atomic_write(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        with open(tmp_path, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
 
 
 def _strip_prefixes(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

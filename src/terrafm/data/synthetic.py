@@ -49,6 +49,7 @@ from terrafm.data.synthetic_cells import (
 )
 from terrafm.data.synthetic_landcover import CLASS_NAMES
 from terrafm.data.synthetic_tasks import TaskSummary, climates_for, split_cells, write_tasks
+from terrafm.errors import ConfigError
 
 __all__ = [
     "FORMAT",
@@ -72,7 +73,7 @@ _OWN_ENTRIES = (*_PRODUCTS, "landcover.parquet", "worldcover", "tasks", MANIFEST
 PRETRAIN, HELDOUT = 0, 1
 
 
-class WorldError(ValueError):
+class WorldError(ConfigError):
     """A world that cannot be made as asked (bad configuration, or a folder in the way)."""
 
 

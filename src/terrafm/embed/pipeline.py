@@ -44,6 +44,7 @@ from terrafm.embed.sources import Scene, SourceSpec, open_scene
 from terrafm.embed.table import TableWriter
 from terrafm.embed.windows import Window, WindowGrid
 from terrafm.embed.writer import COMPLETE_TAG, EmbeddingWriter, read_tags
+from terrafm.errors import OutputError
 from terrafm.models import TerraFM
 
 __all__ = ["EmbedError", "EmbedInterrupted", "EmbedOptions", "EmbedReport", "embed_scene"]
@@ -54,7 +55,7 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 _POLL = 0.2  # seconds between liveness checks while waiting on a queue
 
 
-class EmbedError(RuntimeError):
+class EmbedError(OutputError, RuntimeError):
     """A run that cannot proceed (existing output, broken progress ...); the message says why."""
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from terrafm.checkpoint import atomic_write
+from terrafm.errors import OutputError
 
 __all__ = [
     "FORMAT",
@@ -30,7 +31,7 @@ __all__ = [
 FORMAT = "terrafm-embed-progress/1"
 
 
-class ProgressError(ValueError):
+class ProgressError(OutputError, ValueError):
     """A progress file that does not belong to this run or cannot be read."""
 
 

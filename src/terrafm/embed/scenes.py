@@ -19,6 +19,7 @@ from pathlib import Path
 from terrafm.embed.pipeline import EmbedError, EmbedOptions, EmbedReport, embed_scene
 from terrafm.embed.progress import ProgressError
 from terrafm.embed.sources import SourceError, SourceSpec
+from terrafm.errors import DataError
 from terrafm.models import TerraFM
 from terrafm.sensors import SENSOR_KEYS
 
@@ -27,7 +28,7 @@ __all__ = ["SceneJob", "SceneListError", "ScenesReport", "embed_scenes", "read_s
 log = logging.getLogger(__name__)
 
 
-class SceneListError(ValueError):
+class SceneListError(DataError, ValueError):
     """A malformed scene list; the message names the file and line."""
 
 

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from terrafm.errors import DataError
 from terrafm.eval.bands import DEFAULT_MAX_IMPUTED, BandPlan, plan_bands
 from terrafm.sensors import BandError, Stats, get_sensor, linear_to_db, normalize
 
@@ -62,7 +63,7 @@ UNITS = {"s1": ("dB", "linear", "scaled"), "s2": ("DN", "reflectance", "scaled")
 DATASET_STATS_SAMPLES = 256
 
 
-class SampleError(ValueError):
+class SampleError(DataError, ValueError):
     """A sample that cannot be read or does not fit its task (names task, split, sample, file)."""
 
 

@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 
 from terrafm.config import PretrainConfig, config_diff, save_config, to_dict
+from terrafm.errors import TerraFMError
 from terrafm.models import create_model
 from terrafm.ssl.batch import check_batch
 from terrafm.ssl.checkpointing import (
@@ -81,7 +82,7 @@ RESUMABLE_CHANGES = (
 )
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(TerraFMError, RuntimeError):
     """Too many consecutive non-finite steps: the run stopped."""
 
 

@@ -30,6 +30,7 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 
 from terrafm.checkpoint import atomic_write
+from terrafm.errors import DataError
 from terrafm.eval.tasks import (
     KINDS,
     EvalTask,
@@ -46,7 +47,7 @@ __all__ = ["FolderSample", "load_folder_task", "read_geotiff", "write_folder_tas
 SPLITS = ("train", "val", "test")
 
 
-class FolderTaskError(ValueError):
+class FolderTaskError(DataError, ValueError):
     """A task folder that does not follow the layout (names the file and what is wrong)."""
 
 
