@@ -131,6 +131,8 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
                 raise output_error(path, e) from e
             raise
         try:
+            # Again after the block: some writers (safetensors) replace the file they are given.
+            os.chmod(tmp_path, file_mode())
             with open(tmp_path, "rb") as f:
                 os.fsync(f.fileno())
             os.replace(tmp_path, path)

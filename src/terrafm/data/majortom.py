@@ -35,8 +35,8 @@ from terrafm.data.geotiff import (
     repair_crs,
 )
 from terrafm.data.skips import SampleError
-from terrafm.errors import DataError
 from terrafm.data.tiles import SensorTile, processing_baseline
+from terrafm.errors import DataError
 from terrafm.sensors import BOA_ADD_OFFSET, linear_to_db
 
 __all__ = [

@@ -26,8 +26,9 @@ import torch
 import torch.distributed as dist
 
 from terrafm.config import PretrainConfig, config_diff, save_config, to_dict
-from terrafm.errors import TerraFMError
+from terrafm.errors import ConfigError, OutputError, TerraFMError
 from terrafm.models import create_model
+from terrafm.outputs import check_writable, remove_stale_temps
 from terrafm.ssl.batch import check_batch
 from terrafm.ssl.checkpointing import (
     CHECKPOINT_NAME,
@@ -84,6 +85,16 @@ RESUMABLE_CHANGES = (
 
 class NonFiniteLossError(TerraFMError, RuntimeError):
     """Too many consecutive non-finite steps: the run stopped."""
+
+
+class RunExistsError(OutputError, FileExistsError):
+    """``train.output_dir`` holds a run's checkpoint and ``--resume`` was not given (a usage error)."""
+
+    exit_code = 2
+
+
+class ResumeError(ConfigError):
+    """``--resume`` into a folder without a checkpoint."""
 
 
 class BatchSource(Protocol):
@@ -413,12 +424,43 @@ def _iterate(run: _Run, end: int, flag: _SignalFlag, mlog: MetricsLog | None) ->
     return "done" if end == run.sched.total_steps else "max_steps"
 
 
-def _run(cfg: PretrainConfig, info: DistInfo, source: BatchSource, resume: bool) -> PretrainResult:
-    ckpt = Path(cfg.train.output_dir) / CHECKPOINT_NAME
+# What a run writes into train.output_dir (their stale temporaries are removed on start).
+RUN_FILES = (
+    CHECKPOINT_NAME,
+    "config.yaml",
+    "metrics.jsonl",
+    "loss_curve.png",
+    "encoder.safetensors",
+)
+
+
+def check_run_folder(cfg: PretrainConfig, resume: bool, is_main: bool = True) -> None:
+    """Before any data is read or step taken: the folder is writable, ``resume`` matches what is
+    there, and (main process) the temporaries of a killed run are removed.
+
+    Raises:
+        RunExistsError: a checkpoint exists and ``resume`` is False.
+        ResumeError: ``resume`` but no checkpoint to continue.
+        OutputError: the folder cannot be written (read-only, permission, a file in the way).
+    """
+    out = Path(cfg.train.output_dir)
+    ckpt = out / CHECKPOINT_NAME
     if not resume and ckpt.exists():
-        raise FileExistsError(
+        raise RunExistsError(
             f"{ckpt} exists: pass --resume to continue it, or choose another train.output_dir"
         )
+    if resume and not ckpt.is_file():
+        raise ResumeError(
+            f"{ckpt}: no checkpoint to resume in train.output_dir={out} "
+            "(run without --resume to start)"
+        )
+    check_writable(out, "train.output_dir", folder=True)
+    if is_main:
+        remove_stale_temps(out / name for name in RUN_FILES)
+
+
+def _run(cfg: PretrainConfig, info: DistInfo, source: BatchSource, resume: bool) -> PretrainResult:
+    check_run_folder(cfg, resume, info.is_main)
     run = _Run(cfg, info, source)
     if resume:
         run.resume()
@@ -476,7 +518,9 @@ def pretrain(
 
     Raises:
         NonFiniteLossError: ``train.max_nonfinite`` consecutive non-finite steps.
-        FileExistsError: a checkpoint exists and ``resume`` is False.
+        RunExistsError: a checkpoint exists and ``resume`` is False (a FileExistsError).
+        ResumeError: ``resume`` but no checkpoint in ``train.output_dir``.
+        OutputError: ``train.output_dir`` cannot be written.
     """
     owns_group = not (dist.is_available() and dist.is_initialized())
     info = init_distributed(cfg.train.device)
@@ -484,6 +528,7 @@ def pretrain(
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     try:
+        check_run_folder(cfg, resume, is_main=False)  # before the data source is built
         if source is None:
             from terrafm.ssl.data import build_source
 
