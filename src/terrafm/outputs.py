@@ -170,9 +170,7 @@ def refuse_existing(paths: Iterable[tuple[str, str | os.PathLike[str] | None]]) 
     """Raise :class:`OutputError` for the first ``(what, path)`` that already exists."""
     for what, p in paths:
         if p is not None and Path(p).exists():
-            raise OutputError(
-                f"{what} {p} exists (not from this run); pass --overwrite to replace it"
-            )
+            raise OutputError(f"{what} {p} already exists; pass --overwrite to replace it")
 
 
 def remove_stale_temps(targets: Iterable[str | os.PathLike[str]]) -> list[Path]:

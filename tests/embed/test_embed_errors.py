@@ -76,8 +76,7 @@ def test_existing_table_or_preview_is_not_overwritten(scene, tmp_path, capsys, f
     other.write_bytes(b"another run's file")
     assert main(_args(scene, tmp_path / "o.tif", flag, str(other))) == 1
     assert _err(capsys) == [
-        f"terrafm embed: error: {flag} {other} exists (not from this run); "
-        "pass --overwrite to replace it"
+        f"terrafm embed: error: {flag} {other} already exists; pass --overwrite to replace it"
     ]
     assert other.read_bytes() == b"another run's file" and not (tmp_path / "o.tif").exists()
     assert main(_args(scene, tmp_path / "o.tif", flag, str(other), "--overwrite")) == 0

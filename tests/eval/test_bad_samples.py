@@ -30,7 +30,9 @@ def _folder(tmp_path, n=8):
         split = "train" if i < n - 2 else "test"
         samples.append(FolderSample(f"p{i}", split, {"s2_l2a": s2, "s1": s1}, c, None))
     sensors = {"s2_l2a": {"bands": S2, "unit": "DN"}, "s1": {"bands": ["VV", "VH"], "unit": "dB"}}
-    return write_folder_task(tmp_path / "task", "toy", "classification", ["dry", "wet"], sensors, samples)
+    return write_folder_task(
+        tmp_path / "task", "toy", "classification", ["dry", "wet"], sensors, samples
+    )
 
 
 def _err(capsys) -> list[str]:

@@ -134,3 +134,33 @@ def test_resume_removes_stale_temporaries_and_files_get_the_umask(
     for name in ("checkpoint.pt", "config.yaml", "loss_curve.png", "encoder.safetensors"):
         assert (out / name).stat().st_mode & 0o777 == 0o644, name
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 2
+
+
+def test_export_never_overwrites_unasked(
+    mini_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert _pretrain(mini_world, run, "train.max_steps=1") == 0
+    (tmp_path / "enc.pth").write_bytes(b"someone else's weights")
+    assert main(["export", str(run), "--out", str(tmp_path / "enc")]) == 1
+    assert _err(capsys) == [
+        f"terrafm export: error: --out {tmp_path / 'enc.pth'} already exists; "
+        "pass --overwrite to replace it"
+    ]
+    assert (tmp_path / "enc.pth").read_bytes() == b"someone else's weights"
+    assert not (tmp_path / "enc.safetensors").exists()
+    assert main(["export", str(run), "--out", str(tmp_path / "enc"), "--overwrite"]) == 0
+    assert (tmp_path / "enc.pth").stat().st_size > 1000
+
+
+def test_serve_export_never_overwrites_unasked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"deployed model")
+    args = ["serve-export", "--model", "terrafm_tiny", "--sensors", "s1", "--out", str(out)]
+    assert main(args) == 1
+    assert _err(capsys) == [
+        f"terrafm serve-export: error: --out {out} already exists; pass --overwrite to replace it"
+    ]
+    assert out.read_bytes() == b"deployed model"
