@@ -24,6 +24,7 @@ __all__ = [
     "OutputError",
     "TerraFMError",
     "WeightsError",
+    "WriteError",
     "describe_os_error",
     "one_line",
 ]
@@ -51,6 +52,16 @@ class WeightsError(TerraFMError):
 
 class OutputError(TerraFMError):
     """An output that cannot be written, or that exists and is not ours to replace."""
+
+
+class WriteError(OutputError, OSError):
+    """A write that failed (full disk, read-only, permission); still an ``OSError``, so code that
+    caught the original error keeps catching it. ``errno`` is the original's (None for a writer's
+    errno-less failure)."""
+
+    def __init__(self, message: str, code: int | None = None):
+        super().__init__(message)
+        self.errno = code
 
 
 # errno -> the cause in words (what a user can act on).

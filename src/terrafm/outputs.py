@@ -23,7 +23,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from terrafm.errors import OutputError, TerraFMError, describe_os_error
+from terrafm.errors import OutputError, TerraFMError, WriteError, describe_os_error
 
 __all__ = [
     "atomic_write",
@@ -70,8 +70,8 @@ def _free_bytes(folder: Path) -> int | None:
         return None
 
 
-def output_error(path: str | os.PathLike[str], e: BaseException, what: str = "") -> OutputError:
-    """An :class:`OutputError` for a failed write of ``path``, with the cause in words.
+def output_error(path: str | os.PathLike[str], e: BaseException, what: str = "") -> WriteError:
+    """A :class:`~terrafm.errors.WriteError` (an OutputError and an OSError) for a failed write of ``path``, with the cause in words.
 
     ``OSError`` gives its errno in words; a writer's errno-less failure (torch's ``unexpected pos``,
     GDAL's ``Write failed``) is put down to a full disk when the folder has little space left.
@@ -79,15 +79,15 @@ def output_error(path: str | os.PathLike[str], e: BaseException, what: str = "")
     path = Path(path)
     label = f"{what} {path}" if what else str(path)
     if isinstance(e, OSError) and e.errno is not None:
-        return OutputError(f"cannot write {describe_os_error(e, label)}")
+        return WriteError(f"cannot write {describe_os_error(e, label)}", e.errno)
     first = (str(e).strip().splitlines() or [type(e).__name__])[-1].strip()
     folder = path.parent if path.parent.exists() else Path.cwd()
     free = _free_bytes(folder)
     if free is not None and free < _LOW_SPACE:
-        return OutputError(
+        return WriteError(
             f"cannot write {label}: no space left on device ({free / 2**20:.1f} MiB free; {first})"
         )
-    return OutputError(f"cannot write {label}: {first}")
+    return WriteError(f"cannot write {label}: {first}")
 
 
 def is_write_failure(e: BaseException) -> bool:
@@ -163,7 +163,7 @@ def check_writable(path: str | os.PathLike[str], what: str, folder: bool = False
     except FileExistsError as e:
         raise OutputError(f"cannot write {what} {path}: {target} is a file, not a folder") from e
     except OSError as e:
-        raise OutputError(f"cannot write {what} {describe_os_error(e, target)}") from e
+        raise WriteError(f"cannot write {what} {describe_os_error(e, target)}", e.errno) from e
 
 
 def refuse_existing(paths: Iterable[tuple[str, str | os.PathLike[str] | None]]) -> None:

@@ -615,6 +615,8 @@ def _writing(path: Path) -> Iterator[None]:
     try:
         yield
     except OSError as e:
+        if isinstance(e, OutputError):  # already says which file and why
+            raise
         raise output_error(path, e) from e
 
 

@@ -11,6 +11,7 @@ The run folder also receives ``config.yaml`` (resolved), ``metrics.jsonl``, ``lo
 
 from __future__ import annotations
 
+import gc
 import logging
 import random
 import signal
@@ -534,6 +535,11 @@ def pretrain(
 
             source = build_source(cfg, info)
         result = _run(cfg, info, source, resume)
+        # FSDP2's per-module state holds reference cycles, and through them its device mesh, the
+        # process group and the buffers of its last collectives. Left to the cycle collector they
+        # are freed at interpreter exit, where tearing down gloo's worker threads can abort the
+        # process (SIGABRT): free them now, while the group and the interpreter are alive.
+        gc.collect()
         # No rank leaves while another may still have collective work in flight (FSDP2 issues
         # its all-gathers asynchronously): a gloo peer that disappears mid-collective aborts the
         # other rank ("terminate called without an active exception").
@@ -542,4 +548,5 @@ def pretrain(
     finally:
         torch.set_num_threads(threads)
         if owns_group:
+            gc.collect()  # the same, on the way out of a failed run
             cleanup()
