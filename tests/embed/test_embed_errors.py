@@ -83,11 +83,12 @@ def test_existing_table_or_preview_is_not_overwritten(scene, tmp_path, capsys, f
     assert other.read_bytes() != b"another run's file"
 
 
-def test_rerun_of_a_finished_run_is_up_to_date(scene, tmp_path, capsys):
+def test_rerun_of_a_finished_run_is_up_to_date(scene, tmp_path, monkeypatch, capsys):
     args = _args(scene, tmp_path / "o.tif", "--table", str(tmp_path / "o.parquet"))
     args += ["--preview", str(tmp_path / "o.png")]
     assert main(args) == 0
     before = _snapshot(tmp_path)
+    read_only(monkeypatch, tmp_path)  # nothing to write: a read-only copy is fine
     assert main(args) == 0 and "up-to-date" in capsys.readouterr().out
     assert _snapshot(tmp_path) == before
     for name in ("o.parquet", "o.png", "o.tif"):

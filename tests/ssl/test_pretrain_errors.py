@@ -50,6 +50,24 @@ def read_only(monkeypatch: pytest.MonkeyPatch, folder: Path, code: int = errno.E
     monkeypatch.setattr(terrafm.outputs, "_probe", probe)
 
 
+def test_corrupt_major_tom_metadata(
+    mini_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    world = tmp_path / "world"
+    shutil.copytree(mini_world, world)
+    meta = world / "S2L2A" / "metadata.parquet"
+    meta.write_bytes(meta.read_bytes()[:-100])  # truncated
+    out = tmp_path / "run"
+    assert _pretrain(world, out, "train.max_steps=1") == 1
+    err = _err(capsys)
+    assert len(err) == 1 and err[0].startswith(
+        f"terrafm pretrain: error: {meta}: not a parquet file, or a truncated one"
+    ), err
+    assert not out.exists() or not any(out.iterdir())
+
+
 def test_resume_without_checkpoint(
     mini_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

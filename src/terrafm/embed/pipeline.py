@@ -559,6 +559,16 @@ def _clear(*paths: Path) -> None:
             p.unlink(missing_ok=True)
 
 
+def _complete(out: EmbeddingWriter, table: TableWriter | None, fp: dict[str, object]) -> bool:
+    """Whether ``out`` (and the table) are a finished run with this fingerprint."""
+    if progress_path(out.path).exists() or not out.path.exists():
+        return False
+    wanted = [table.path] if table else []
+    return read_tags(out.path).get(COMPLETE_TAG) == fingerprint_digest(fp) and all(
+        p.exists() for p in wanted
+    )
+
+
 def _start_or_resume(
     out: EmbeddingWriter,
     table: TableWriter | None,
@@ -589,9 +599,7 @@ def _start_or_resume(
             _verify(out, table, windows, progress, report)
             return progress
     elif out.path.exists():
-        tags = read_tags(out.path)
-        wanted = [table.path] if table else []
-        if tags.get(COMPLETE_TAG) == fingerprint_digest(fp) and all(p.exists() for p in wanted):
+        if _complete(out, table, fp):
             report.status = "up-to-date"
             return None
         raise EmbedError(
@@ -759,7 +767,8 @@ def embed_scene(
             {"model": model_name, "checkpoint": checkpoint, "fingerprint": fp},
         )
     preview_path = Path(preview) if preview is not None else None
-    _check_outputs(out, table_path, preview_path)
+    if opts.overwrite or not _complete(writer, tw, fp):  # there is work: it must be writable
+        _check_outputs(out, table_path, preview_path)
     with rasterio.Env(GDAL_CACHEMAX=opts.gdal_cache_mb):
         progress = _start_or_resume(writer, tw, preview_path, windows, fp, opts, report)
         if progress is None:
