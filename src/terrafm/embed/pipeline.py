@@ -93,10 +93,10 @@ class EmbedOptions:
         progress: show a progress bar.
         overwrite: discard an existing output or progress and start again.
         gdal_cache_mb: GDAL block cache size (part of the memory bound).
-        missing_sensor: what a window gets where a sensor has no data. ``fuse-available``: it
-            is embedded from the sensors that are valid there (the model's per-sample sensor
-            masks), the set that covers the most of its owned patches; ``nodata``: a pixel
-            needs every sensor (the output is nodata wherever one is missing).
+        missing_sensor: what an output pixel gets where a fused sensor has no data.
+            ``fuse-available``: it is embedded from the largest set of sensors valid there (the
+            model's per-sample sensor masks; see docs/embed.md); ``nodata``: a pixel needs every
+            sensor (the output is nodata wherever one is missing).
     """
 
     window: int = 224
