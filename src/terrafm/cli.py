@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 
 # name -> (module, one-line help)
@@ -62,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"terrafm {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="print the full traceback of an error (implies --verbose)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
@@ -70,13 +76,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_libraries(verbose: bool) -> None:
+    """GDAL/rasterio report INFO chatter (driver notes, CPLE messages) through logging: keep it
+    off the console unless debugging."""
+    for name in ("rasterio", "fiona", "matplotlib", "PIL", "fsspec", "urllib3"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a subcommand. A known failure (:class:`terrafm.errors.TerraFMError`, an ``OSError``)
+    is reported as one line naming the path and the cause, exit code 1 (2 for usage errors);
+    ``--debug`` adds the traceback. See docs/errors.md."""
+    from terrafm.errors import TerraFMError, one_line
+
     args = build_parser().parse_args(argv)
+    verbose = args.verbose or args.debug
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return int(importlib.import_module(args._module).run(args) or 0)
+    _quiet_libraries(verbose)
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except (TerraFMError, OSError) as e:
+        if args.debug:
+            traceback.print_exception(e)
+        print(f"terrafm {args.command}: error: {one_line(e)}", file=sys.stderr)
+        return getattr(e, "exit_code", 1)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from terrafm import errors
+
 __all__ = [
     "ABLATIONS",
     "ConfigError",
@@ -47,7 +49,7 @@ T = TypeVar("T")
 _FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.ConfigError):
     """A config file or override that does not fit the typed schema."""
 
 

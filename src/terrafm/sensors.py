@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from terrafm.errors import DataError
+
 __all__ = [
     "S1_GRD_STATS",
     "S1_RTC_STATS",
@@ -44,7 +46,7 @@ BOA_ADD_OFFSET = 1000.0
 DB_EPS = 1e-5
 
 
-class BandError(ValueError):
+class BandError(DataError, ValueError):
     """Input bands do not match what a sensor expects (missing, unknown or wrong count)."""
 
 

@@ -127,3 +127,21 @@ def test_splits_are_by_cell_and_stratified() -> None:
         mine = [s for s, t in zip(splits, targets) if t == c]
         assert sorted(mine) == ["test", "train", "train", "train", "val"]
     assert split_cells(targets, (0.6, 0.2, 0.2), seed=0) == splits
+
+
+def test_make_world_says_when_a_task_is_empty(tmp_path, capsys, caplog):
+    """Too few held-out cells for the purity filter: the run says which task is unusable."""
+    import logging
+
+    from terrafm.cli import main
+
+    with caplog.at_level(logging.WARNING):
+        args = ["make-world", "--out", str(tmp_path / "w"), "--cells", "8", "--cell-size", "96"]
+        assert main([*args, "--task-cells-per-class", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "tasks/landcover_cls: classification, 0 classes, no samples" in out
+    assert (
+        "tasks/landcover_cls is empty: no held-out chip qualified; raise --task-cells-per-class "
+        "(now 1) or --cell-size (now 96)" in caplog.text
+    )
+    assert "tasks/landcover_seg has no test samples" in caplog.text

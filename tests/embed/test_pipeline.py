@@ -133,9 +133,8 @@ def test_nodata_propagates_and_empty_windows_are_skipped(tiny, floods, tmp_path)
     s1 = copy_raster(floods["s1"], tmp_path / "s1.tif", s1_holes)
     s2 = copy_raster(floods["s2_l1c"], tmp_path / "s2.tif", s2_holes)
     specs = [SourceSpec("s2_l1c", str(s2)), SourceSpec("s1", str(s1))]
-    rep = embed_scene(
-        tiny, specs, tmp_path / "o.tif", table=tmp_path / "o.parquet", options=EmbedOptions(**OPTS)
-    )
+    opts = EmbedOptions(missing_sensor="nodata", **OPTS)
+    rep = embed_scene(tiny, specs, tmp_path / "o.tif", table=tmp_path / "o.parquet", options=opts)
     assert rep.skipped == 1 and rep.computed == 8
     hole = np.zeros((512, 512), bool)
     hole[:224, :224] = hole[300:310, 250:260] = hole[400:420, 450:512] = hole[100, 400] = True

@@ -100,6 +100,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--min-valid", type=float, default=1.0, help="valid-pixel fraction an output pixel needs"
     )
     w.add_argument(
+        "--missing-sensor",
+        choices=("fuse-available", "nodata"),
+        default="fuse-available",
+        help="where a fused sensor has no data: embed from the sensors valid there "
+        "(fuse-available, recorded per window in the table) or write nodata",
+    )
+    w.add_argument(
         "--resampling",
         choices=("bilinear", "nearest"),
         default="bilinear",
@@ -206,21 +213,29 @@ def _options(args: argparse.Namespace, device: str):
         progress=not args.no_progress and sys.stderr.isatty(),
         overwrite=args.overwrite,
         gdal_cache_mb=args.gdal_cache_mb,
+        missing_sensor=args.missing_sensor,
     )
 
 
 def _summary(rep) -> str:  # rep: EmbedReport
     rate = rep.pixels_per_second if rep.computed else 0.0
+    sets = ""
+    if set(rep.sensor_patches) - {"+".join(rep.sensors)}:  # pixels without every sensor
+        sets = "; pixels by sensors: " + ", ".join(
+            f"{k} {n}" for k, n in sorted(rep.sensor_patches.items())
+        )
     return (
         f"{rep.out}: {rep.status}; {rep.windows} windows ({rep.computed} computed, {rep.skipped} nodata, "
         f"{rep.resumed} resumed, {rep.recomputed} recomputed) in {rep.seconds:.1f} s"
         + (f", {rate:,.0f} scene px/s" if rate else "")
+        + sets
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    from terrafm.embed import EmbedError, EmbedInterrupted, ProgressError, SourceError, embed_scene
-    from terrafm.embed.scenes import SceneListError, embed_scenes, read_scene_list
+    from terrafm.embed import EmbedInterrupted, embed_scene
+    from terrafm.embed.scenes import embed_scenes, read_scene_list
+    from terrafm.errors import TerraFMError
 
     make = _specs(args)
     single = bool(args.input) or bool(args.out)
@@ -273,6 +288,8 @@ def run(args: argparse.Namespace) -> int:
             f"{_summary(e.report)}\ninterrupted: rerun the same command to resume", file=sys.stderr
         )
         return 130
-    except (SourceError, EmbedError, ProgressError, SceneListError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except ValueError as e:
+        if isinstance(e, TerraFMError):
+            raise  # reported once by terrafm.cli
+        print(f"terrafm embed: error: {e}", file=sys.stderr)
         return 1

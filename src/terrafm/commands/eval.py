@@ -79,6 +79,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--skip-bad", action="store_true", help="skip unreadable samples (counted, logged)"
     )
+    run.add_argument(
+        "--max-skipped",
+        type=float,
+        default=0.01,
+        help="with --skip-bad: the fraction of unreadable samples a split may have (default 0.01)",
+    )
+    run.add_argument(
+        "--missing-sensor",
+        choices=("fuse-available", "error"),
+        default="fuse-available",
+        help="fused sensors: a sample lacking one is embedded from those it has, or is an error",
+    )
     run.add_argument("--fail-fast", action="store_true", help="suite: stop at the first failed row")
     run.add_argument("--out", help="output folder (default runs/eval/<name>)")
     run.add_argument("--no-progress", action="store_true")
@@ -115,6 +127,7 @@ def _settings(args: argparse.Namespace) -> Any:
         channels=args.channels, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
         dtype=args.dtype, cache_dir=None if args.no_cache else (args.cache_dir or str(out / "features")),
         num_workers=args.workers, on_error="skip" if args.skip_bad else "raise", seed=args.seed,
+        missing_sensor=args.missing_sensor, max_skipped=args.max_skipped,
         progress=not args.no_progress,
     )  # fmt: skip
 
@@ -124,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
     from terrafm.eval.report import write_report
     from terrafm.eval.runner import evaluate
     from terrafm.eval.suite import run_suite
+    from terrafm.outputs import check_writable
 
     if not args.suite and not (args.benchmark and args.protocol):
         raise SystemExit("terrafm eval: give --benchmark and --protocol (and --task), or --suite")
@@ -131,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
     args.out = args.out or str(Path("runs") / "eval" / label)
     model, info = _model(args)
     settings = _settings(args)
+    check_writable(args.out, "--out", folder=True)  # before any feature is computed
     if args.suite:
         results = run_suite(args.suite, model, args.data_root, settings, fail_fast=args.fail_fast)
         title = f"TerraFM evaluation: suite {args.suite}"

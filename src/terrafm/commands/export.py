@@ -19,6 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="teacher",
         help="which network's backbone to export (default: teacher, as DINO evaluates)",
     )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace existing OUT.pth / OUT.safetensors"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,7 +31,9 @@ def run(args: argparse.Namespace) -> int:
     from terrafm.ssl.export import export_run
 
     try:
-        pth, st = export_run(args.checkpoint, args.out, which=args.weights)
+        pth, st = export_run(
+            args.checkpoint, args.out, which=args.weights, overwrite=args.overwrite
+        )
     except CheckpointError as e:
         logging.getLogger("terrafm.export").error("%s", e)
         return 2

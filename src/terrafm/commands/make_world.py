@@ -41,6 +41,6 @@ def run(args: argparse.Namespace) -> int:
     products = ", ".join(f"{k} {v}" for k, v in manifest["products"].items())
     print(f"world in {args.out} ({time.perf_counter() - t0:.1f} s): cells {products}")
     for name, task in manifest["tasks"].items():
-        splits = ", ".join(f"{k} {v}" for k, v in sorted(task["samples"].items()))
+        splits = ", ".join(f"{k} {v}" for k, v in sorted(task["samples"].items())) or "no samples"
         print(f"  tasks/{name}: {task['task']}, {len(task['classes'])} classes, {splits}")
     return 0

@@ -28,11 +28,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--atol", type=float, default=1e-4, help="largest accepted difference to PyTorch"
     )
     p.add_argument("--no-check", action="store_true", help="skip the comparison with PyTorch")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
 
 def run(args: argparse.Namespace) -> int:
     from terrafm.commands.embed import _model
     from terrafm.embed.export import check_onnx, check_torch_export, export_onnx, export_torch
+    from terrafm.outputs import check_writable, refuse_existing
 
     fmt = args.format or (
         "onnx"
@@ -45,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("error: pass --format onnx|torch-export or use an .onnx / .pt2 file name")
     sensors = [s.strip() for s in args.sensors.split(",") if s.strip()]
     h, w = args.height or args.size, args.width or args.size
+    if not args.overwrite:
+        refuse_existing([("--out", args.out)])
+    check_writable(args.out, "--out")
     model, name = _model(args)
     try:
         if fmt == "onnx":

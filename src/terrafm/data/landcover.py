@@ -15,7 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from terrafm.checkpoint import atomic_write
+from terrafm.errors import DataError
+from terrafm.outputs import atomic_write
 
 __all__ = [
     "OCEAN_CLASS",
@@ -33,6 +34,10 @@ __all__ = [
 WORLDCOVER_CLASSES = (10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100)
 OCEAN_CLASS = 80  # permanent water bodies; WorldCover does not separate sea from lakes
 UNKNOWN = "unknown"
+
+
+class LandCoverError(DataError, ValueError):
+    """A land-cover table that cannot be read (names the file and what is wrong)."""
 
 
 @dataclass(frozen=True)
@@ -121,11 +126,18 @@ def read_landcover_table(
     """
     import fsspec
 
-    with fsspec.open(path, "rb", **(storage_options or {})) as f:
-        table = pq.read_table(f)
+    try:
+        with fsspec.open(path, "rb", **(storage_options or {})) as f:
+            table = pq.read_table(f)
+    except FileNotFoundError:
+        raise LandCoverError(f"{path}: land-cover table not found") from None
+    except (pa.ArrowException, OSError) as e:
+        raise LandCoverError(
+            f"{path}: not a parquet file, or a truncated one ({' '.join(str(e).split())})"
+        ) from e
     need = {"grid_cell", "worldcover_dominant", "worldcover_hist"}
     if not need <= set(table.column_names):
-        raise ValueError(f"{path}: missing columns {sorted(need - set(table.column_names))}")
+        raise LandCoverError(f"{path}: missing columns {sorted(need - set(table.column_names))}")
     d = table.to_pydict()
     n = table.num_rows
     climate = d.get("climate_zone", [UNKNOWN] * n)
@@ -134,7 +146,7 @@ def read_landcover_table(
     for i in range(n):
         cell, hist = str(d["grid_cell"][i]), d["worldcover_hist"][i]
         if hist is None or len(hist) != len(WORLDCOVER_CLASSES):
-            raise ValueError(f"{path}: cell {cell!r} has a worldcover_hist of the wrong length")
+            raise LandCoverError(f"{path}: cell {cell!r} has a worldcover_hist of the wrong length")
         out[cell] = LandCover(
             cell,
             int(d["worldcover_dominant"][i]),

@@ -24,7 +24,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from terrafm.checkpoint import atomic_write
 from terrafm.data.geotiff import (
     DecodedRaster,
     decode_geotiff,
@@ -36,6 +35,8 @@ from terrafm.data.geotiff import (
 )
 from terrafm.data.skips import SampleError
 from terrafm.data.tiles import SensorTile, processing_baseline
+from terrafm.errors import DataError
+from terrafm.outputs import atomic_write
 from terrafm.sensors import BOA_ADD_OFFSET, linear_to_db
 
 __all__ = [
@@ -43,6 +44,8 @@ __all__ = [
     "SENSOR_PRODUCT",
     "MajorTomProduct",
     "MajorTomSample",
+    "MetadataError",
+    "MetadataNotFoundError",
     "ProductSpec",
     "native_size",
     "parse_grid_cell",
@@ -314,6 +317,14 @@ _META_READ = (
 )
 
 
+class MetadataError(DataError, ValueError):
+    """A product's ``metadata.parquet`` that cannot be read (names the file and the cause)."""
+
+
+class MetadataNotFoundError(DataError, FileNotFoundError):
+    """A product folder without ``metadata.parquet``."""
+
+
 def _product_from_path(path: str) -> str:
     """``S2L2A`` from a folder named ``S2L2A`` or ``Core-S2L2A`` (Hugging Face repo name)."""
     last = path.rstrip("/").rsplit("/", 1)[-1]
@@ -367,13 +378,18 @@ class MajorTomProduct:
             with self.fs.open(path, "rb") as f:
                 table = pq.read_table(f)
         except FileNotFoundError:
-            raise FileNotFoundError(
+            raise MetadataNotFoundError(
                 f"Major-TOM metadata not found: {self.url}/metadata.parquet"
             ) from None
+        except (pa.ArrowException, OSError) as e:  # truncated, corrupt or not parquet at all
+            raise MetadataError(
+                f"{self.url}/metadata.parquet: not a parquet file, or a truncated one "
+                f"({' '.join(str(e).split())})"
+            ) from e
         cols = [c for c in _META_READ if c in table.column_names]
         need = {"grid_cell", "parquet_url", "parquet_row"}
         if not need <= set(cols):
-            raise ValueError(
+            raise MetadataError(
                 f"{self.url}/metadata.parquet lacks columns {sorted(need - set(cols))}; "
                 f"has {table.column_names}"
             )

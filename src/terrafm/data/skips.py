@@ -12,12 +12,14 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from terrafm.errors import DataError
+
 __all__ = ["SampleError", "SkipLog"]
 
 log = logging.getLogger("terrafm.data")
 
 
-class SampleError(Exception):
+class SampleError(DataError):
     """One sample cannot be used.
 
     Attributes:

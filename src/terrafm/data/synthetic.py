@@ -23,7 +23,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from functools import partial
 from pathlib import Path
@@ -31,7 +31,6 @@ from typing import Any, overload
 
 import numpy as np
 
-from terrafm.checkpoint import atomic_write
 from terrafm.data.geotiff import encode_geotiff
 from terrafm.data.landcover import (
     WORLDCOVER_CLASSES,
@@ -49,6 +48,8 @@ from terrafm.data.synthetic_cells import (
 )
 from terrafm.data.synthetic_landcover import CLASS_NAMES
 from terrafm.data.synthetic_tasks import TaskSummary, climates_for, split_cells, write_tasks
+from terrafm.errors import ConfigError
+from terrafm.outputs import atomic_write
 
 __all__ = [
     "FORMAT",
@@ -60,6 +61,7 @@ __all__ = [
     "make_world",
     "plan_world",
     "render_product",
+    "task_problems",
     "world_config",
 ]
 
@@ -72,7 +74,7 @@ _OWN_ENTRIES = (*_PRODUCTS, "landcover.parquet", "worldcover", "tasks", MANIFEST
 PRETRAIN, HELDOUT = 0, 1
 
 
-class WorldError(ValueError):
+class WorldError(ConfigError):
     """A world that cannot be made as asked (bad configuration, or a folder in the way)."""
 
 
@@ -365,6 +367,24 @@ def _class_stats(records: Sequence[LandCover]) -> dict[str, Any]:
     }
 
 
+def task_problems(manifest: Mapping[str, Any], cfg: WorldConfig | None = None) -> list[str]:
+    """One line per held-out task that an evaluation cannot use: no sample at all, or no
+    ``train`` or ``test`` split (too few held-out cells passed the purity filter)."""
+    hint = "raise --task-cells-per-class" + (
+        f" (now {cfg.task_cells_per_class}) or --cell-size (now {cfg.cell_size})" if cfg else ""
+    )
+    out = []
+    for name, task in manifest.get("tasks", {}).items():
+        samples = {k: int(v) for k, v in task.get("samples", {}).items()}
+        if not sum(samples.values()):
+            out.append(f"tasks/{name} is empty: no held-out chip qualified; {hint}")
+            continue
+        lacking = [s for s in ("train", "test") if not samples.get(s)]
+        if lacking:
+            out.append(f"tasks/{name} has no {' or '.join(lacking)} samples; {hint}")
+    return out
+
+
 def make_world(
     out: str | Path,
     config: WorldConfig | None = None,
@@ -424,6 +444,8 @@ def make_world(
             seg_per_cell=cfg.seg_chips_per_cell,
         )
     manifest = _manifest(cfg, plan, counts, records, tasks)
+    for problem in task_problems(manifest, cfg):
+        log.warning("%s", problem)
     with atomic_write(out / MANIFEST) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     log.info("world written to %s in %.1f s", out, time.perf_counter() - t0)

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from terrafm.checkpoint import atomic_write
 from terrafm.models import TerraFM
+from terrafm.outputs import atomic_write
 from terrafm.sensors import get_sensor
 
 __all__ = [

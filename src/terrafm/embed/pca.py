@@ -15,7 +15,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window as RioWindow
 
-from terrafm.checkpoint import atomic_write
+from terrafm.outputs import atomic_write
 
 __all__ = ["PCA", "fit_pca", "pca_preview", "write_preview"]
 

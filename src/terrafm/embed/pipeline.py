@@ -17,6 +17,7 @@ table part, whatever the scene size. An interrupted run resumes from its last ch
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import queue
@@ -45,7 +46,9 @@ from terrafm.embed.sources import Scene, SourceSpec, open_scene
 from terrafm.embed.table import TableWriter
 from terrafm.embed.windows import Window, WindowGrid
 from terrafm.embed.writer import COMPLETE_TAG, EmbeddingWriter, read_tags
+from terrafm.errors import OutputError
 from terrafm.models import TerraFM
+from terrafm.outputs import check_writable, output_error, refuse_existing, remove_stale_temps
 from terrafm.weights.fingerprint import model_fingerprint
 
 __all__ = ["EmbedError", "EmbedInterrupted", "EmbedOptions", "EmbedReport", "embed_scene"]
@@ -54,9 +57,10 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 _POLL = 0.2  # seconds between liveness checks while waiting on a queue
+MISSING_SENSOR = ("fuse-available", "nodata")
 
 
-class EmbedError(RuntimeError):
+class EmbedError(OutputError, RuntimeError):
     """A run that cannot proceed (existing output, broken progress ...); the message says why."""
 
 
@@ -91,6 +95,10 @@ class EmbedOptions:
         progress: show a progress bar.
         overwrite: discard an existing output or progress and start again.
         gdal_cache_mb: GDAL block cache size (part of the memory bound).
+        missing_sensor: what an output pixel gets where a fused sensor has no data.
+            ``fuse-available``: it is embedded from the largest set of sensors valid there (the
+            model's per-sample sensor masks; see docs/embed.md); ``nodata``: a pixel needs every
+            sensor (the output is nodata wherever one is missing).
     """
 
     window: int = 224
@@ -109,8 +117,13 @@ class EmbedOptions:
     progress: bool = True
     overwrite: bool = False
     gdal_cache_mb: int = 256
+    missing_sensor: str = "fuse-available"
 
     def validate(self) -> None:
+        if self.missing_sensor not in MISSING_SENSOR:
+            raise ValueError(
+                f"missing_sensor must be one of {MISSING_SENSOR}, got {self.missing_sensor!r}"
+            )
         if self.overlap < 0 or self.overlap >= self.window or self.overlap % 16:
             raise ValueError(
                 f"overlap must be a multiple of 16 in [0, window), got {self.overlap} for window {self.window}"
@@ -142,6 +155,9 @@ class EmbedReport:
     wait_seconds: float = 0.0  # the model waiting for windows to be read
     status: str = "done"
     notes: list[str] = field(default_factory=list)
+    sensors: tuple[str, ...] = ()  # the scene's sensors
+    # "s1+s2_l2a" -> output pixels computed from that sensor set in this run
+    sensor_patches: dict[str, int] = field(default_factory=dict)
 
     @property
     def pixels_per_second(self) -> float:
@@ -173,6 +189,7 @@ def _fingerprint(
         "min_valid": opts.min_valid,
         "resampling": opts.resampling,
         "s1_unit": opts.s1_unit,
+        "missing_sensor": opts.missing_sensor,
         "layer": opts.layer,
         "precision": opts.precision,
         "table": str(table.resolve()) if table else None,
@@ -224,6 +241,7 @@ class _Result:
     block: np.ndarray  # (D, h, w) owned features, NaN at invalid patches
     cls: np.ndarray | None  # (D,) or None for a skipped window
     valid_fraction: float
+    sensors: tuple[str, ...] = ()  # the sensors the window was embedded from
 
 
 class _Writer(threading.Thread):
@@ -275,13 +293,14 @@ class _Writer(threading.Thread):
                 continue
 
     def _write(self, r: _Result) -> None:
-        crc = self.out.write(r.window, r.block)
+        with _writing(self.out.path):
+            crc = self.out.write(r.window, r.block)
         if r.cls is None:
             self._pending_skipped.add(r.window.index)
         else:
             self._pending[r.window.index] = crc
             if self.table is not None:
-                self.table.add(r.window, r.valid_fraction, r.cls)
+                self.table.add(r.window, r.valid_fraction, r.cls, r.sensors)
         self.written += 1
         self.bar.update(1)
         n = len(self._pending) + len(self._pending_skipped)
@@ -294,7 +313,8 @@ class _Writer(threading.Thread):
         self._last = time.monotonic()
         if not self._pending and not self._pending_skipped:
             return
-        self.out.flush()
+        with _writing(self.out.path):
+            self.out.flush()
         if self.table is not None:
             part = self.table.flush_part(self.table.next_part_number())
             if part is not None:
@@ -362,8 +382,49 @@ def _owned_valid(w: Window, data: WindowData, min_valid: float) -> np.ndarray:
     return data.patch_valid[rs, cs] >= min_valid - 1e-6
 
 
+@dataclass
+class _Pass:
+    """One forward pass a window needs: the sensors, the window as the model sees it with them,
+    and the owned output pixels (h, w) that take their features from this pass."""
+
+    sensors: tuple[str, ...]
+    data: WindowData
+    owned: np.ndarray
+
+
+def _plan(w: Window, raw: WindowData, sensors: Sequence[str], opts: EmbedOptions) -> list[_Pass]:
+    """The passes a window needs (none: all nodata); the first gives its CLS embedding.
+
+    ``nodata`` (or one sensor): one pass with every sensor. ``fuse-available``: each owned patch
+    takes the largest sensor set valid there (all sensors first), so a fully covered window is one
+    pass that equals ``nodata``'s, and a window where S1 is missing over part of it gets a second
+    pass from S2 alone for that part. The CLS comes from the pass that fills the most patches.
+    """
+    if opts.missing_sensor == "nodata" or len(sensors) == 1:
+        data = raw.use(sensors)
+        owned = _owned_valid(w, data, opts.min_valid)
+        return [_Pass(tuple(sensors), data, owned)] if owned.any() else []
+    rs, cs = w.own_slices(16)
+    taken = np.zeros(w.own_shape, dtype=bool)
+    passes = []
+    for k in range(len(sensors), 0, -1):
+        for subset in itertools.combinations(sensors, k):
+            valid = np.logical_and.reduce([raw.sensor_valid[s] for s in subset])
+            h, wd = valid.shape
+            frac = valid.reshape(h // 16, 16, wd // 16, 16).mean(axis=(1, 3))
+            mine = (frac[rs, cs] >= opts.min_valid - 1e-6) & ~taken
+            if mine.any():
+                passes.append(_Pass(subset, raw.use(subset), mine))
+                taken |= mine
+    passes.sort(key=lambda p: -int(p.owned.sum()))  # stable: on a tie the larger set first
+    return passes
+
+
 def _forward(
-    model: TerraFM, inputs: dict[str, torch.Tensor], opts: EmbedOptions
+    model: TerraFM,
+    inputs: dict[str, torch.Tensor],
+    opts: EmbedOptions,
+    masks: dict[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, D, gh, gw) patch features and (B, D) CLS, float32 on CPU."""
     dev = torch.device(opts.device)
@@ -371,19 +432,55 @@ def _forward(
         k: v.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else v
         for k, v in inputs.items()
     }
+    m = {k: v.to(dev) for k, v in masks.items()} if masks is not None else None
     dtype = PRECISIONS[opts.precision]
     ctx = torch.autocast(dev.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     b, _, h, w = next(iter(x.values())).shape
     with torch.inference_mode(), ctx:
         if opts.layer is None:
-            out = model.forward_features(x)
+            out = model.forward_features(x, masks=m)
             patches, cls = out["x_norm_patchtokens"], out["x_norm_clstoken"]
         else:
             ((patches, cls),) = model.get_intermediate_layers(
-                x, n=[opts.layer], return_class_token=True
+                x, n=[opts.layer], return_class_token=True, masks=m
             )
         fmap = patches.float().reshape(b, h // 16, w // 16, -1).permute(0, 3, 1, 2)
         return fmap.cpu(), cls.float().cpu()
+
+
+def _masks(
+    passes: list[_Pass], sensors: Sequence[str], size: int, opts: EmbedOptions
+) -> dict[str, torch.Tensor] | None:
+    """(size,) bool per sensor: which sensors each pass of the batch uses (padding: all).
+
+    Every batch of a fused ``fuse-available`` run passes masks, even when all are True, so a
+    window's features never depend on its batch mates (see _stack)."""
+    if opts.missing_sensor == "nodata" or len(sensors) == 1:
+        return None
+    pad = [True] * (size - len(passes))
+    return {s: torch.tensor([s in p.sensors for p in passes] + pad) for s in sensors}
+
+
+def _compute(
+    model: TerraFM,
+    sensors: Sequence[str],
+    passes: list[_Pass],
+    size: int,
+    opts: EmbedOptions,
+    report: EmbedReport,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(D, gh, gw) features and (D,) CLS of each pass, ``size`` passes per forward."""
+    out: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for i in range(0, len(passes), size):
+        chunk = passes[i : i + size]
+        inputs = {
+            s: torch.from_numpy(_stack([p.data.inputs[s] for p in chunk], size)) for s in sensors
+        }
+        t0 = time.monotonic()
+        fmap, cls = _forward(model, inputs, opts, _masks(chunk, sensors, size, opts))
+        report.model_seconds += time.monotonic() - t0
+        out += [(fmap[j], cls[j]) for j in range(len(chunk))]
+    return out
 
 
 def _run_windows(
@@ -415,30 +512,29 @@ def _run_windows(
         t.start()
     try:
         for batch in _batches(ready, len(todo_windows), size, readers, report):
-            compute = []
-            for w, data in batch:
-                owned = _owned_valid(w, data, opts.min_valid)
-                if owned.any():
-                    compute.append((w, data, owned))
-                else:
-                    block = np.full((model.embed_dim, *w.own_shape), np.nan, dtype=np.float32)
+            planned = [(w, _plan(w, raw, scene.sensors, opts)) for w, raw in batch]
+            flat = [p for _, passes in planned for p in passes]
+            results = iter(_compute(model, scene.sensors, flat, size, opts, report))
+            for w, passes in planned:
+                block = np.full((model.embed_dim, *w.own_shape), np.nan, dtype=np.float32)
+                if not passes:
                     writer.send(_Result(w, block, None, 0.0))
                     report.skipped += 1
-            if compute:
-                inputs = {
-                    s: torch.from_numpy(_stack([d.inputs[s] for _, d, _ in compute], size))
-                    for s in scene.sensors
-                }
-                t0 = time.monotonic()
-                fmap, cls = _forward(model, inputs, opts)
-                report.model_seconds += time.monotonic() - t0
-                for i, (w, data, owned) in enumerate(compute):
-                    rs, cs = w.own_slices(16)
-                    block = fmap[i, :, rs, cs].numpy().copy()
-                    block[:, ~owned] = np.nan
-                    frac = float(data.valid.mean())
-                    writer.send(_Result(w, block, cls[i].numpy().copy(), frac))
-                    report.computed += 1
+                    continue
+                rs, cs = w.own_slices(16)
+                cls = None
+                for p in passes:
+                    fmap, c = next(results)
+                    block[:, p.owned] = fmap[:, rs, cs].numpy()[:, p.owned]
+                    cls = c.numpy().copy() if cls is None else cls
+                    key = "+".join(p.sensors)
+                    report.sensor_patches[key] = report.sensor_patches.get(key, 0) + int(
+                        p.owned.sum()
+                    )
+                first = passes[0]
+                frac = float(first.data.valid.mean())
+                writer.send(_Result(w, block, cls, frac, first.sensors))
+                report.computed += 1
             if max_windows is not None and report.computed + report.skipped >= max_windows:
                 raise KeyboardInterrupt
     finally:
@@ -456,20 +552,38 @@ def _clear(*paths: Path) -> None:
             p.unlink(missing_ok=True)
 
 
+def _complete(out: EmbeddingWriter, table: TableWriter | None, fp: dict[str, object]) -> bool:
+    """Whether ``out`` (and the table) are a finished run with this fingerprint."""
+    if progress_path(out.path).exists() or not out.path.exists():
+        return False
+    wanted = [table.path] if table else []
+    return read_tags(out.path).get(COMPLETE_TAG) == fingerprint_digest(fp) and all(
+        p.exists() for p in wanted
+    )
+
+
 def _start_or_resume(
     out: EmbeddingWriter,
     table: TableWriter | None,
+    preview: Path | None,
     windows: list[Window],
     fp: dict[str, object],
     opts: EmbedOptions,
     report: EmbedReport,
 ) -> Progress | None:
-    """The progress to continue from, or None when the output is already complete."""
+    """The progress to continue from, or None when the output is already complete.
+
+    Nothing is overwritten unasked: an existing ``--out``, ``--table`` or ``--preview`` that is
+    not this run's own is refused unless ``overwrite``."""
     ppath = progress_path(out.path)
+    others = [("--table", table.path if table else None), ("--preview", preview)]
     if opts.overwrite:
         _clear(ppath, out.path, *([table.parts_dir] if table else []))
     if ppath.exists():
         progress = Progress.load(ppath, fp)
+        refuse_existing(
+            (w, p) for w, p in others if p is not None and str(p) not in progress.finished
+        )
         problem = out.matches() if out.path.exists() else "missing"
         if problem is not None:
             log.warning("%s: %s; starting this scene again", out.path, problem)
@@ -478,21 +592,33 @@ def _start_or_resume(
             _verify(out, table, windows, progress, report)
             return progress
     elif out.path.exists():
-        tags = read_tags(out.path)
-        wanted = [table.path] if table else []
-        if tags.get(COMPLETE_TAG) == fingerprint_digest(fp) and all(p.exists() for p in wanted):
+        if _complete(out, table, fp):
             report.status = "up-to-date"
             return None
         raise EmbedError(
             f"{out.path} exists and is not from an interrupted run with these inputs and options "
             "(no progress file); pass --overwrite to replace it"
         )
+    if not opts.overwrite:
+        refuse_existing(others)
     if table is not None:
         table.clear_parts()
     progress = Progress(ppath, fp)
     progress.save()  # first, so a crash during creation is resumed rather than refused
-    out.create()
+    with _writing(out.path):
+        out.create()
     return progress
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turn a failed write of ``path`` (GDAL's ``Write failed``, ENOSPC ...) into an OutputError."""
+    try:
+        yield
+    except OSError as e:
+        if isinstance(e, OutputError):  # already says which file and why
+            raise
+        raise output_error(path, e) from e
 
 
 def _verify(
@@ -608,6 +734,7 @@ def embed_scene(
         windows=len(windows),
         scene_pixels=scene.grid.height * scene.grid.width,
         notes=list(scene.notes),
+        sensors=tuple(scene.sensors),
     )
     model.eval().to(opts.device)
     table_path = Path(table) if table is not None else None
@@ -632,8 +759,11 @@ def embed_scene(
             scene.files,
             {"model": model_name, "checkpoint": checkpoint, "fingerprint": fp},
         )
+    preview_path = Path(preview) if preview is not None else None
+    if opts.overwrite or not _complete(writer, tw, fp):  # there is work: it must be writable
+        _check_outputs(out, table_path, preview_path)
     with rasterio.Env(GDAL_CACHEMAX=opts.gdal_cache_mb):
-        progress = _start_or_resume(writer, tw, windows, fp, opts, report)
+        progress = _start_or_resume(writer, tw, preview_path, windows, fp, opts, report)
         if progress is None:
             report.done = report.windows
             report.seconds = time.monotonic() - t0
@@ -670,29 +800,63 @@ def embed_scene(
         if interrupted:
             report.status = "interrupted"
             raise EmbedInterrupted(report)
-        _finish(writer, tw, preview, progress, fp)
+        if not progress.done:
+            msg = (
+                f"{out}: every window is nodata (no pixel has "
+                + ("every sensor" if opts.missing_sensor == "nodata" else "any sensor")
+                + f" valid at min_valid={opts.min_valid})"
+            )
+            log.warning("%s", msg)
+            report.notes.append("all nodata")
+            report.status = "done, ALL NODATA"
+        _finish(writer, tw, preview_path, progress, fp)
     report.seconds = time.monotonic() - t0
     return report
+
+
+def _check_outputs(out: Path, table: Path | None, preview: Path | None) -> None:
+    """Before the first window: every output folder can be written; a killed run's temporaries
+    beside the outputs are removed."""
+    check_writable(out, "--out")
+    if table is not None:
+        check_writable(table, "--table")
+    if preview is not None:
+        check_writable(preview, "--preview")
+    targets = [
+        out,
+        progress_path(out),
+        *([table] if table else []),
+        *([preview] if preview else []),
+    ]
+    remove_stale_temps(targets)
+    if table is not None:
+        parts = table.with_name(table.name + ".parts")
+        remove_stale_temps([parts / "part-*.parquet"])  # a glob: every part's temporaries
 
 
 def _finish(
     writer: EmbeddingWriter,
     table: TableWriter | None,
-    preview: str | Path | None,
+    preview: Path | None,
     progress: Progress,
     fp: dict[str, object],
 ) -> None:
     """Merge the table, draw the preview, mark the raster complete, remove the sidecars."""
     if table is not None:
         table.merge(progress.parts)
+        progress.finished.append(str(table.path))
+        progress.save()
     if preview is not None:
         from terrafm.embed.pca import write_preview
 
         try:
             write_preview(writer.path, preview)
+            progress.finished.append(str(preview))
+            progress.save()
         except ValueError as e:  # an all-nodata scene has nothing to show
             log.warning("no preview: %s", e)
-    writer.finish({COMPLETE_TAG: fingerprint_digest(fp)})
+    with _writing(writer.path):
+        writer.finish({COMPLETE_TAG: fingerprint_digest(fp)})
     progress.remove()
     if table is not None:
         table.clear_parts()

@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from terrafm.checkpoint import atomic_write
+from terrafm.errors import OutputError
+from terrafm.outputs import atomic_write
 
 __all__ = [
     "FORMAT",
@@ -30,7 +31,7 @@ __all__ = [
 FORMAT = "terrafm-embed-progress/1"
 
 
-class ProgressError(ValueError):
+class ProgressError(OutputError, ValueError):
     """A progress file that does not belong to this run or cannot be read."""
 
 
@@ -59,6 +60,8 @@ class Progress:
         done: window index -> checksum of its block in the GeoTIFF.
         parts: table part files written so far (names relative to the parts folder).
         skipped: windows without valid data (written as nodata, no table row).
+        finished: final outputs this run has already written (table, preview) while finishing,
+            so a rerun after a crash there does not take them for another run's files.
     """
 
     path: Path
@@ -66,6 +69,7 @@ class Progress:
     done: dict[int, int] = field(default_factory=dict)
     parts: list[str] = field(default_factory=list)
     skipped: set[int] = field(default_factory=set)
+    finished: list[str] = field(default_factory=list)
 
     def save(self) -> None:
         doc = {
@@ -74,6 +78,7 @@ class Progress:
             "done": {str(k): v for k, v in sorted(self.done.items())},
             "skipped": sorted(self.skipped),
             "parts": self.parts,
+            "finished": self.finished,
         }
         with atomic_write(self.path) as tmp:
             tmp.write_text(json.dumps(doc, indent=1))
@@ -89,6 +94,7 @@ class Progress:
             done = {int(k): int(v) for k, v in doc["done"].items()}
             skipped = {int(i) for i in doc.get("skipped", [])}
             parts = [str(p) for p in doc.get("parts", [])]
+            finished = [str(p) for p in doc.get("finished", [])]
             old = doc["fingerprint"]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ProgressError(
@@ -100,7 +106,7 @@ class Progress:
                 f"{path}: the interrupted run used different {', '.join(changed)}; rerun it with the "
                 "same inputs, model and options to resume, or pass --overwrite to start again"
             )
-        return cls(path, dict(fingerprint), done, parts, skipped)
+        return cls(path, dict(fingerprint), done, parts, skipped, finished)
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import rasterio
@@ -25,19 +26,46 @@ from terrafm.sensors import normalize
 __all__ = ["SceneReader", "WindowData"]
 
 
+def _patch_fraction(valid: np.ndarray, p: int) -> np.ndarray:
+    """(h/p, w/p) float32 fraction of valid pixels per patch of an (h, w) bool mask."""
+    h, w = valid.shape
+    return (
+        valid.reshape(h // p, p, w // p, p).mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
+    )
+
+
 @dataclass
 class WindowData:
     """A window ready for the model.
 
     Attributes:
-        inputs: sensor -> (C, h, w) float32 normalised values, 0 where nodata.
+        inputs: sensor -> (C, h, w) float32 normalised values, 0 where that sensor is nodata.
         valid: (h, w) bool, True where every sensor has every band.
-        patch_valid: (h/16, w/16) fraction of valid pixels per patch.
+        patch_valid: (h/16, w/16) fraction of ``valid`` pixels per patch.
+        sensor_valid: sensor -> (h, w) bool, True where that sensor has every band.
     """
 
     inputs: dict[str, np.ndarray]
     valid: np.ndarray
     patch_valid: np.ndarray
+    sensor_valid: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def use(self, sensors: Sequence[str], patch: int = 16) -> WindowData:
+        """The window as the model sees it with only ``sensors``: their values are set to 0 (the
+        band mean after z-scoring) wherever one of them is nodata, the other sensors are all 0,
+        and ``valid`` / ``patch_valid`` are those of ``sensors`` together."""
+        valid = np.ones_like(self.valid)
+        for s in sensors:
+            valid &= self.sensor_valid[s]
+        inputs = {}
+        for s, x in self.inputs.items():
+            if s in sensors:
+                x = x.copy()
+                x[:, ~valid] = 0.0
+            else:
+                x = np.zeros_like(x)
+            inputs[s] = x
+        return WindowData(inputs, valid, _patch_fraction(valid, patch), self.sensor_valid)
 
 
 def _valid_values(x: np.ndarray, nodata: float) -> np.ndarray:
@@ -135,15 +163,15 @@ class SceneReader:
         valid = np.zeros((height, width), dtype=bool)
         valid[:h_in, :w_in] = True
         inputs: dict[str, np.ndarray] = {}
+        sensor_valid: dict[str, np.ndarray] = {}
         for sensor, src in self.scene.sources.items():
             raw, v = self._read_sensor(sensor, row, col, h_in, w_in)
-            valid[:h_in, :w_in] &= v
+            own = np.zeros((height, width), dtype=bool)
+            own[:h_in, :w_in] = v
+            valid &= own
             x = normalize(raw, sensor, s1_unit=self.s1_unit, boa_offset=src.boa_offset).numpy()
             full = np.zeros((x.shape[0], height, width), dtype=np.float32)
             full[:, :h_in, :w_in] = x
-            inputs[sensor] = full
-        for x in inputs.values():
-            x[:, ~valid] = 0.0  # nodata -> the band mean after z-scoring
-        p = self.patch
-        frac = valid.reshape(height // p, p, width // p, p).mean(axis=(1, 3), dtype=np.float64)
-        return WindowData(inputs, valid, frac.astype(np.float32))
+            full[:, ~own] = 0.0  # nodata -> the band mean after z-scoring
+            inputs[sensor], sensor_valid[sensor] = full, own
+        return WindowData(inputs, valid, _patch_fraction(valid, self.patch), sensor_valid)

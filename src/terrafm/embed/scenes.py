@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from terrafm.embed.pipeline import EmbedError, EmbedOptions, EmbedReport, embed_scene
-from terrafm.embed.progress import ProgressError
-from terrafm.embed.sources import SourceError, SourceSpec
+from terrafm.embed.pipeline import EmbedOptions, EmbedReport, embed_scene
+from terrafm.embed.sources import SourceSpec
+from terrafm.errors import DataError, TerraFMError
 from terrafm.models import TerraFM
 from terrafm.sensors import SENSOR_KEYS
 
@@ -27,7 +27,7 @@ __all__ = ["SceneJob", "SceneListError", "ScenesReport", "embed_scenes", "read_s
 log = logging.getLogger(__name__)
 
 
-class SceneListError(ValueError):
+class SceneListError(DataError, ValueError):
     """A malformed scene list; the message names the file and line."""
 
 
@@ -138,7 +138,7 @@ def embed_scenes(
                 model_name=model_name,
                 checkpoint=checkpoint,
             )
-        except (SourceError, EmbedError, ProgressError, OSError) as e:
+        except (TerraFMError, OSError) as e:  # bad inputs, unwritable or existing outputs
             if fail_fast:
                 raise
             log.error("scene %d/%d %s failed and is skipped: %s", i + 1, len(mine), job.out, e)

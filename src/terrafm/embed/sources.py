@@ -33,6 +33,7 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.transform import Affine
 
+from terrafm.errors import DataError
 from terrafm.sensors import BandError, canonical_band_name, get_sensor
 
 __all__ = [
@@ -55,7 +56,7 @@ _S2_TOKEN = re.compile(r"(?:^|[_\-.])(B\d{1,2}A?)(?=$|[_\-.])", re.IGNORECASE)
 _S1_TOKEN = re.compile(r"(?:^|[_\-.])(VV|VH|HH|HV)(?=$|[_\-.])", re.IGNORECASE)
 
 
-class SourceError(ValueError):
+class SourceError(DataError, ValueError):
     """An input that cannot be embedded; the message names the file and what is wrong."""
 
 

@@ -1,6 +1,7 @@
 """The per-window GeoParquet table: footprint, CLS embedding, source files (SPEC §7.6).
 
-One row per embedded window. ``geometry`` is the window footprint as WKB in the raster's CRS, and
+One row per embedded window; ``sensors`` lists the sensors the window was embedded from (fewer
+than the scene's where a sensor had no data, see docs/embed.md). ``geometry`` is the window footprint as WKB in the raster's CRS, and
 the file carries GeoParquet 1.1 ``geo`` metadata (PROJJSON CRS, bbox, geometry types) so GeoPandas,
 GDAL/OGR, DuckDB and QGIS read it as a layer. Rows are written in parts at each checkpoint of a run
 (``TABLE.parquet.parts/``) and merged into the final file at the end, atomically.
@@ -20,8 +21,8 @@ import shapely
 from rasterio.crs import CRS
 from rasterio.transform import Affine
 
-from terrafm.checkpoint import atomic_write
 from terrafm.embed.windows import Window
+from terrafm.outputs import atomic_write
 
 __all__ = ["GEOPARQUET_VERSION", "TableWriter", "footprint", "geo_metadata", "table_schema"]
 
@@ -50,6 +51,7 @@ def table_schema(dim: int) -> pa.Schema:
             ("valid_fraction", pa.float32()),
             ("embedding", pa.list_(pa.float32(), dim)),
             ("sources", pa.list_(pa.string())),
+            ("sensors", pa.list_(pa.string())),
             ("geometry", pa.binary()),
         ]
     )
@@ -101,12 +103,16 @@ class TableWriter:
         self.transform = transform
         self.sources = [str(s) for s in sources]
         self.extra = dict(extra_metadata or {})
-        self._rows: list[tuple[Window, float, np.ndarray]] = []
+        self._rows: list[tuple[Window, float, np.ndarray, tuple[str, ...]]] = []
 
-    def add(self, w: Window, valid_fraction: float, cls: np.ndarray) -> None:
-        self._rows.append((w, float(valid_fraction), np.asarray(cls, dtype=np.float32)))
+    def add(
+        self, w: Window, valid_fraction: float, cls: np.ndarray, sensors: Sequence[str] = ()
+    ) -> None:
+        """Queue a window's row; ``sensors``: the sensors it was embedded from."""
+        row = (w, float(valid_fraction), np.asarray(cls, dtype=np.float32), tuple(sensors))
+        self._rows.append(row)
 
-    def _table(self, rows: list[tuple[Window, float, np.ndarray]]) -> pa.Table:
+    def _table(self, rows: list[tuple[Window, float, np.ndarray, tuple[str, ...]]]) -> pa.Table:
         emb = np.stack([r[2] for r in rows]) if rows else np.zeros((0, self.dim), np.float32)
         geoms = [shapely.to_wkb(footprint(r[0], self.transform)) for r in rows]
         cols = {
@@ -118,6 +124,7 @@ class TableWriter:
             "valid_fraction": [r[1] for r in rows],
             "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), self.dim),
             "sources": [self.sources] * len(rows),
+            "sensors": [list(r[3]) for r in rows],
             "geometry": geoms,
         }
         return pa.table(cols, schema=table_schema(self.dim))

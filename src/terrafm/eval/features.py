@@ -34,8 +34,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from terrafm.atomic import atomic_write
+from terrafm.errors import DataError
 from terrafm.eval.tasks import EvalDataset
+from terrafm.outputs import atomic_write
 from terrafm.weights.fingerprint import model_fingerprint
 
 __all__ = [
@@ -44,10 +45,12 @@ __all__ = [
     "PatchFeatures",
     "check_skipped",
     "collate",
+    "encode",
     "extract_features",
     "extract_patch_tokens",
     "flip_batch",
     "flip_view",
+    "sensor_masks",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,6 +70,26 @@ def flip_batch(x: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
     return torch.stack([flip_view(xi, int(v)) for xi, v in zip(x, views)])
 
 
+def sensor_masks(
+    batch: dict[str, Any], device: torch.device | str
+) -> dict[str, torch.Tensor] | None:
+    """The batch's per-sample sensor masks on ``device``, or None when every sample has every
+    sensor (so encoders without masks, like the baselines, run as before)."""
+    masks = batch.get("masks")
+    if masks is None or all(bool(m.all()) for m in masks.values()):
+        return None
+    return {s: m.to(device) for s, m in masks.items()}
+
+
+def encode(
+    model: nn.Module, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor] | None
+) -> dict[str, torch.Tensor]:
+    """``model.forward_features(inputs)``, with per-sample sensor masks when some are absent."""
+    if masks is None:
+        return model.forward_features(inputs)  # type: ignore[operator]
+    return model.forward_features(inputs, masks=masks)  # type: ignore[operator]
+
+
 def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Stack contract-D samples; items that failed to load (``"error"``) are dropped and listed."""
     good = [it for it in items if "error" not in it]
@@ -75,6 +98,10 @@ def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if not good:
         return batch
     batch["inputs"] = {s: torch.stack([it["inputs"][s] for it in good]) for s in good[0]["inputs"]}
+    if "masks" in good[0]:  # fused sensors: which ones each sample has
+        batch["masks"] = {
+            s: torch.tensor([bool(it["masks"][s]) for it in good]) for s in good[0]["masks"]
+        }
     for key in ("label", "mask"):
         if key in good[0]:
             batch[key] = torch.stack([it[key] for it in good])
@@ -152,6 +179,7 @@ def _cache_key(model_fp: str, dataset: EvalDataset, kind: str, extra: dict[str, 
         "sensors": list(dataset.sensors),
         "normalization": dataset.normalization,
         "image_size": dataset.image_size,
+        "missing_sensor": getattr(dataset, "missing_sensor", "fuse-available"),
         "kind": kind,
         **extra,
     }
@@ -202,13 +230,17 @@ def _autocast(device: torch.device, dtype: str | None) -> Any:
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
+class TooManySkippedError(DataError, RuntimeError):
+    """More unreadable samples than allowed (or none readable); names the first."""
+
+
 def check_skipped(skipped: list[str], total: int, max_skipped: float) -> None:
     """Log every skipped sample once; fail when more than ``max_skipped`` of ``total`` were."""
     unique = sorted(set(skipped))
     for msg in unique:
         log.warning("skipped: %s", msg)
     if unique and len(unique) > max_skipped * total:
-        raise RuntimeError(
+        raise TooManySkippedError(
             f"{len(unique)} of {total} samples could not be read (more than {max_skipped:.0%}); "
             f"first: {unique[0]}"
         )
@@ -273,10 +305,11 @@ def extract_features(
         if not batch["id"]:
             continue
         c_views, m_views = [], []
+        masks = sensor_masks(batch, dev)
         for v in range(views):
             inputs = {s: flip_view(x, v).to(dev) for s, x in batch["inputs"].items()}
             with _autocast(dev, dtype):
-                out = model.forward_features(inputs)  # type: ignore[operator]
+                out = encode(model, inputs, masks)
             c_views.append(out["x_norm_clstoken"].float().cpu())  # (B, D)
             m_views.append(out["x_norm_patchtokens"].float().mean(1).cpu())  # (B, D)
         cls_parts.append(torch.stack(c_views))  # (V, B, D)
@@ -286,7 +319,10 @@ def extract_features(
     bar.close()
     check_skipped(skipped, len(dataset), max_skipped)
     if not ids:
-        raise RuntimeError(f"no sample of {dataset.task.title}/{dataset.split} could be read")
+        raise TooManySkippedError(
+            f"no sample of {dataset.task.title}/{dataset.split} could be read"
+            + (f"; first: {skipped[0]}" if skipped else "")
+        )
     feats = Features(
         ids, torch.cat(cls_parts, 1), torch.cat(mean_parts, 1), torch.cat(labels), skipped
     )
@@ -352,15 +388,21 @@ def extract_patch_tokens(
         if not batch["id"]:
             continue
         inputs = {s: _tiles(x, tile).to(dev) for s, x in batch["inputs"].items()}
+        present = sensor_masks(batch, dev)
+        if present is not None:  # each image's masks for each of its tiles
+            present = {s: m.repeat_interleave(per_image) for s, m in present.items()}
         with _autocast(dev, dtype):
-            out = model.forward_features(inputs)  # type: ignore[operator]
+            out = encode(model, inputs, present)
         tokens.append(out["x_norm_patchtokens"].to(torch.float16).cpu())  # (T, g*g, D)
         masks.append(_tiles(batch["mask"][:, None], tile)[:, 0])  # (T, tile, tile)
         ids += [f"{i}#{j}" for i in batch["id"] for j in range(per_image)]
     bar.close()
     check_skipped(skipped, len(dataset), max_skipped)
     if not ids:
-        raise RuntimeError(f"no sample of {dataset.task.title}/{dataset.split} could be read")
+        raise TooManySkippedError(
+            f"no sample of {dataset.task.title}/{dataset.split} could be read"
+            + (f"; first: {skipped[0]}" if skipped else "")
+        )
     feats = PatchFeatures(torch.cat(tokens), torch.cat(masks), ids, skipped)
     if path is not None and key is not None:
         _save_cached(

@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from terrafm.eval.features import check_skipped, collate, flip_batch
+from terrafm.eval.features import check_skipped, collate, flip_batch, sensor_masks
 from terrafm.eval.linear import probe_metrics
 from terrafm.eval.tasks import EvalDataset
 from terrafm.schedules import set_lr, warmup_cosine
@@ -60,8 +60,11 @@ class Classifier(nn.Module):
         nn.init.trunc_normal_(self.head.weight, std=0.01)
         nn.init.zeros_(self.head.bias)
 
-    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:  # -> (B, K)
-        return self.head(self.encoder(inputs))
+    def forward(
+        self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:  # -> (B, K)
+        """``masks``: per-sample sensor masks where some samples lack a sensor."""
+        return self.head(self.encoder(inputs) if masks is None else self.encoder(inputs, masks))
 
 
 def _layer_id(name: str, depth: int) -> int:
@@ -111,7 +114,8 @@ def _predict(
         skipped += batch["errors"]
         if not batch["id"]:
             continue
-        logits.append(model({s: x.to(device) for s, x in batch["inputs"].items()}).float().cpu())
+        inputs = {s: x.to(device) for s, x in batch["inputs"].items()}
+        logits.append(model(inputs, sensor_masks(batch, device)).float().cpu())
         labels.append(batch["label"])
     return torch.cat(logits), torch.cat(labels)
 
@@ -156,7 +160,8 @@ def _train_one(
             inputs = {s: flip_batch(x, views).to(device) for s, x in batch["inputs"].items()}
             y = batch["label"].to(device)
             set_lr(opt, warmup_cosine(step, total, lr, warmup, settings.final_lr))
-            loss = loss_fn(model(inputs), y.float() if multilabel else y)
+            out = model(inputs, sensor_masks(batch, device))
+            loss = loss_fn(out, y.float() if multilabel else y)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"fine-tuning loss is {loss.item()} at step {step} (lr {lr})"

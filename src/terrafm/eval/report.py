@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from terrafm.checkpoint import atomic_write
 from terrafm.eval.published import published_for
+from terrafm.outputs import atomic_write
 
 __all__ = ["markdown_report", "write_report"]
 

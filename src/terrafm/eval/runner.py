@@ -81,6 +81,7 @@ class EvalSettings:
     cache_dir: str | None = None
     num_workers: int = 0
     on_error: str = "raise"
+    missing_sensor: str = "fuse-available"  # or "error": a sample lacking a fused sensor
     max_skipped: float = 0.01
     seed: int = 0
     progress: bool = True
@@ -126,7 +127,7 @@ def _dataset(
 ) -> EvalDataset:
     return task.dataset(
         split, sensors, normalization=s.normalization, image_size=s.image_size, partition=partition,
-        on_error=s.on_error,
+        on_error=s.on_error, missing_sensor=s.missing_sensor,
     )  # fmt: skip
 
 

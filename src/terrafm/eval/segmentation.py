@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from terrafm.eval.features import PatchFeatures, collate, flip_batch
+from terrafm.eval.features import PatchFeatures, collate, flip_batch, sensor_masks
 from terrafm.eval.metrics import SegmentationMeter
 from terrafm.eval.tasks import EvalDataset
 from terrafm.eval.upernet import UPerNet
@@ -131,10 +131,15 @@ def evaluate_patch_probe(
 
 
 @torch.no_grad()
-def _block_maps(encoder: nn.Module, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-    """The four dense block outputs as maps (B, D, H/16, W/16)."""
+def _block_maps(
+    encoder: nn.Module,
+    inputs: dict[str, torch.Tensor],
+    masks: dict[str, torch.Tensor] | None = None,
+) -> list[torch.Tensor]:
+    """The four dense block outputs as maps (B, D, H/16, W/16) (``masks``: per-sample sensors)."""
     layers = encoder.dense_layers  # type: ignore[attr-defined]
-    return list(encoder.get_intermediate_layers(inputs, layers, reshape=True))  # type: ignore[operator]
+    kw = {} if masks is None else {"masks": masks}
+    return list(encoder.get_intermediate_layers(inputs, layers, reshape=True, **kw))  # type: ignore[operator]
 
 
 def train_upernet(
@@ -173,7 +178,8 @@ def train_upernet(
                 views = torch.randint(4, (len(batch["id"]),), generator=gen)
                 inputs = {s: flip_batch(x, views).to(dev) for s, x in batch["inputs"].items()}
                 mask = flip_batch(batch["mask"], views).to(dev)
-                main, aux = head(_block_maps(encoder, inputs), mask.shape[-2:])
+                maps = _block_maps(encoder, inputs, sensor_masks(batch, dev))
+                main, aux = head(maps, mask.shape[-2:])
                 loss = _ce(main, mask, task.ignore_index)
                 if loss is not None:
                     loss = loss + settings.aux_weight * F.cross_entropy(
@@ -208,6 +214,7 @@ def evaluate_upernet(
         if not batch["id"]:
             continue
         inputs = {s: x.to(dev) for s, x in batch["inputs"].items()}
-        main, _ = head(_block_maps(encoder, inputs), batch["mask"].shape[-2:])
+        maps = _block_maps(encoder, inputs, sensor_masks(batch, dev))
+        main, _ = head(maps, batch["mask"].shape[-2:])
         meter.update(main.argmax(1).cpu(), batch["mask"])
     return meter.compute()

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from terrafm.errors import DataError
 from terrafm.eval.bands import DEFAULT_MAX_IMPUTED, BandPlan, plan_bands
 from terrafm.sensors import BandError, Stats, get_sensor, linear_to_db, normalize
 
@@ -62,7 +63,7 @@ UNITS = {"s1": ("dB", "linear", "scaled"), "s2": ("DN", "reflectance", "scaled")
 DATASET_STATS_SAMPLES = 256
 
 
-class SampleError(ValueError):
+class SampleError(DataError, ValueError):
     """A sample that cannot be read or does not fit its task (names task, split, sample, file)."""
 
 
@@ -235,6 +236,7 @@ class EvalTask:
         image_size: int | None = None,
         partition: str | None = None,
         on_error: str = "raise",
+        missing_sensor: str = "fuse-available",
     ) -> EvalDataset:
         """The torch dataset of one split (items as in the module docstring)."""
         return EvalDataset(
@@ -245,6 +247,7 @@ class EvalTask:
             image_size=image_size,
             partition=partition,
             on_error=on_error,
+            missing_sensor=missing_sensor,
         )
 
     # ------------------------------------------------------------ normalisation
@@ -319,6 +322,12 @@ class EvalDataset(Dataset):
 
     With ``on_error="skip"`` a sample that cannot be read yields ``{"error": message, "id": id}``
     instead of raising; :func:`terrafm.eval.features.collate` drops and counts those.
+
+    With several sensors, a sample that lacks one of them (no image, or no finite value in it) is,
+    with ``missing_sensor="fuse-available"``, embedded from the sensors it has: the absent sensor's
+    input is zeros and the item carries ``"masks": {sensor: bool}`` for the model's per-sample
+    sensor masks. With ``missing_sensor="error"`` (and always with one sensor) it is a
+    :class:`SampleError` naming the sample and the sensor.
     """
 
     def __init__(
@@ -331,7 +340,13 @@ class EvalDataset(Dataset):
         image_size: int | None = None,
         partition: str | None = None,
         on_error: str = "raise",
+        missing_sensor: str = "fuse-available",
     ):
+        if missing_sensor not in ("fuse-available", "error"):
+            raise ValueError(
+                f"missing_sensor must be 'fuse-available' or 'error', got {missing_sensor!r}"
+            )
+        self.missing_sensor = missing_sensor
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if normalization not in NORMALIZATIONS:
@@ -384,18 +399,38 @@ class EvalDataset(Dataset):
         raw = self.task.load(ref, self.sensors)
         size = self.image_size
         inputs: dict[str, torch.Tensor] = {}
+        fuse = self.missing_sensor == "fuse-available" and len(self.sensors) > 1
+        absent = []
         for s in self.sensors:
-            if s not in raw.images:
-                raise SampleError(
-                    f"{self.task.title}: sample {ref.id} ({ref.key}) has no {s} image"
-                )
-            x = self.task.stem_units(s, raw.images[s], ref)
+            where = f"{self.task.title}: sample {ref.id} ({ref.key})"
+            x = self.task.stem_units(s, raw.images[s], ref) if s in raw.images else None
+            if x is None or not np.isfinite(x).any():
+                if not fuse:
+                    what = (
+                        f"has no {s} image"
+                        if x is None
+                        else f"has no finite value in its {s} image"
+                    )
+                    raise SampleError(f"{where} {what}")
+                absent.append(s)
+                continue
             t = normalize(torch.from_numpy(x), s, None, stats=self.stats[s])
             t = torch.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0)
             if size is None:
                 size = round_to_patch(max(t.shape[-2:]))
             inputs[s] = _resize(t, size, "bilinear")  # (C, S, S)
-        item: dict[str, Any] = {"inputs": inputs, "id": ref.id}
+        if len(absent) == len(self.sensors):
+            raise SampleError(
+                f"{self.task.title}: sample {ref.id} ({ref.key}) has none of the sensors "
+                f"{list(self.sensors)} (no image or no finite value)"
+            )
+        item: dict[str, Any] = {"id": ref.id}
+        if fuse:
+            assert size is not None
+            for s in absent:  # zeros: the masks keep them out of the fusion
+                inputs[s] = torch.zeros(get_sensor(s).num_bands, size, size)
+            item["masks"] = {s: s not in absent for s in self.sensors}
+        item["inputs"] = {s: inputs[s] for s in self.sensors}
         label = ref.label if ref.label is not None else raw.label
         if self.task.kind == "classification":
             item["label"] = torch.tensor(int(label), dtype=torch.long)

@@ -21,6 +21,7 @@ from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 from torch import nn
 
+from terrafm.errors import DataError
 from terrafm.models.fast import FastPath
 from terrafm.models.patch_embed import SensorStems
 from terrafm.sensors import SENSOR_KEYS, get_sensor
@@ -31,7 +32,7 @@ Inputs = Mapping[str, torch.Tensor]
 Masks = Mapping[str, torch.Tensor] | None
 
 
-class InputError(ValueError):
+class InputError(DataError, ValueError):
     """Model input that does not fit the contract (unknown sensor, bad shape, size, channels)."""
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from terrafm.checkpoint import atomic_write
+from terrafm.outputs import atomic_write
 
 __all__ = [
     "WORLDCOVER_PALETTE",

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from terrafm.checkpoint import atomic_write
+from terrafm.outputs import atomic_write
 
 __all__ = ["markdown", "write_json", "write_outputs"]
 

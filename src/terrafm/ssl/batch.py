@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from terrafm.errors import DataError
 from terrafm.sensors import SENSOR_KEYS, get_sensor
 
 __all__ = ["BatchError", "RandomSource", "check_batch", "random_batch"]
@@ -21,7 +22,7 @@ __all__ = ["BatchError", "RandomSource", "check_batch", "random_batch"]
 ESA_CLASSES = (10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100)
 
 
-class BatchError(ValueError):
+class BatchError(DataError, ValueError):
     """A pretraining batch that does not follow contract B."""
 
 

@@ -17,6 +17,7 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
 from terrafm.models import TerraFM, create_model
+from terrafm.outputs import check_writable, refuse_existing
 from terrafm.weights.checkpoint import save_weights
 from terrafm.weights.export import load_backbone, write_release
 
@@ -47,7 +48,7 @@ def export_encoder(
 
 
 def export_run(
-    checkpoint: str | Path, out: str | Path, which: str = "teacher"
+    checkpoint: str | Path, out: str | Path, which: str = "teacher", overwrite: bool = True
 ) -> tuple[Path, Path]:
     """Export a training checkpoint's encoder as ``<out>.pth`` and ``<out>.safetensors``.
 
@@ -55,6 +56,7 @@ def export_run(
         checkpoint: a ``checkpoint.pt`` or the run folder holding it.
         out: output path without suffix (a suffix, if given, is replaced).
         which: ``teacher`` (default, as DINO evaluates) or ``student``.
+        overwrite: replace existing files (False: an existing one is an OutputError).
     """
     from terrafm.ssl.checkpointing import CHECKPOINT_NAME, load_training_state
 
@@ -66,6 +68,13 @@ def export_run(
     payload = load_training_state(checkpoint)
     cfg: dict[str, Any] = payload["config"]
     name = str(cfg["model"]["name"])
+    out = Path(out)
+    stem = out.with_suffix("") if out.suffix in (".pth", ".safetensors") else out
+    targets = [stem.with_name(stem.name + s) for s in (".pth", ".safetensors")]
+    if not overwrite:
+        refuse_existing(("--out", t) for t in targets)
+    for t in targets:
+        check_writable(t, "--out")
     meta = {
         "pretrain_step": int(payload["step"]),
         "weights": which,

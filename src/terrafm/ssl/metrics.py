@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from terrafm.checkpoint import atomic_write
+from terrafm.outputs import atomic_write, output_error
 
 __all__ = ["MetricsLog", "plot_loss_curve", "read_metrics"]
 
@@ -58,8 +58,11 @@ class MetricsLog:
         self._f = self.path.open("a")
 
     def write(self, record: dict[str, Any]) -> None:
-        self._f.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
-        self._f.flush()
+        try:
+            self._f.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
+            self._f.flush()
+        except OSError as e:  # a file object's write errors do not name the file
+            raise output_error(self.path, e) from e
 
     def close(self) -> None:
         self._f.close()

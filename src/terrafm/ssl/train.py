@@ -11,6 +11,7 @@ The run folder also receives ``config.yaml`` (resolved), ``metrics.jsonl``, ``lo
 
 from __future__ import annotations
 
+import gc
 import logging
 import random
 import signal
@@ -26,7 +27,9 @@ import torch
 import torch.distributed as dist
 
 from terrafm.config import PretrainConfig, config_diff, save_config, to_dict
+from terrafm.errors import ConfigError, OutputError, TerraFMError
 from terrafm.models import create_model
+from terrafm.outputs import check_writable, remove_stale_temps
 from terrafm.ssl.batch import check_batch
 from terrafm.ssl.checkpointing import (
     CHECKPOINT_NAME,
@@ -81,8 +84,18 @@ RESUMABLE_CHANGES = (
 )
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(TerraFMError, RuntimeError):
     """Too many consecutive non-finite steps: the run stopped."""
+
+
+class RunExistsError(OutputError, FileExistsError):
+    """``train.output_dir`` holds a run's checkpoint and ``--resume`` was not given (a usage error)."""
+
+    exit_code = 2
+
+
+class ResumeError(ConfigError):
+    """``--resume`` into a folder without a checkpoint."""
 
 
 class BatchSource(Protocol):
@@ -412,12 +425,43 @@ def _iterate(run: _Run, end: int, flag: _SignalFlag, mlog: MetricsLog | None) ->
     return "done" if end == run.sched.total_steps else "max_steps"
 
 
-def _run(cfg: PretrainConfig, info: DistInfo, source: BatchSource, resume: bool) -> PretrainResult:
-    ckpt = Path(cfg.train.output_dir) / CHECKPOINT_NAME
+# What a run writes into train.output_dir (their stale temporaries are removed on start).
+RUN_FILES = (
+    CHECKPOINT_NAME,
+    "config.yaml",
+    "metrics.jsonl",
+    "loss_curve.png",
+    "encoder.safetensors",
+)
+
+
+def check_run_folder(cfg: PretrainConfig, resume: bool, is_main: bool = True) -> None:
+    """Before any data is read or step taken: the folder is writable, ``resume`` matches what is
+    there, and (main process) the temporaries of a killed run are removed.
+
+    Raises:
+        RunExistsError: a checkpoint exists and ``resume`` is False.
+        ResumeError: ``resume`` but no checkpoint to continue.
+        OutputError: the folder cannot be written (read-only, permission, a file in the way).
+    """
+    out = Path(cfg.train.output_dir)
+    ckpt = out / CHECKPOINT_NAME
     if not resume and ckpt.exists():
-        raise FileExistsError(
+        raise RunExistsError(
             f"{ckpt} exists: pass --resume to continue it, or choose another train.output_dir"
         )
+    if resume and not ckpt.is_file():
+        raise ResumeError(
+            f"{ckpt}: no checkpoint to resume in train.output_dir={out} "
+            "(run without --resume to start)"
+        )
+    check_writable(out, "train.output_dir", folder=True)
+    if is_main:
+        remove_stale_temps(out / name for name in RUN_FILES)
+
+
+def _run(cfg: PretrainConfig, info: DistInfo, source: BatchSource, resume: bool) -> PretrainResult:
+    check_run_folder(cfg, resume, info.is_main)
     run = _Run(cfg, info, source)
     if resume:
         run.resume()
@@ -475,7 +519,9 @@ def pretrain(
 
     Raises:
         NonFiniteLossError: ``train.max_nonfinite`` consecutive non-finite steps.
-        FileExistsError: a checkpoint exists and ``resume`` is False.
+        RunExistsError: a checkpoint exists and ``resume`` is False (a FileExistsError).
+        ResumeError: ``resume`` but no checkpoint in ``train.output_dir``.
+        OutputError: ``train.output_dir`` cannot be written.
     """
     owns_group = not (dist.is_available() and dist.is_initialized())
     info = init_distributed(cfg.train.device)
@@ -483,11 +529,17 @@ def pretrain(
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     try:
+        check_run_folder(cfg, resume, is_main=False)  # before the data source is built
         if source is None:
             from terrafm.ssl.data import build_source
 
             source = build_source(cfg, info)
         result = _run(cfg, info, source, resume)
+        # FSDP2's per-module state holds reference cycles, and through them its device mesh, the
+        # process group and the buffers of its last collectives. Left to the cycle collector they
+        # are freed at interpreter exit, where tearing down gloo's worker threads can abort the
+        # process (SIGABRT): free them now, while the group and the interpreter are alive.
+        gc.collect()
         # No rank leaves while another may still have collective work in flight (FSDP2 issues
         # its all-gathers asynchronously): a gloo peer that disappears mid-collective aborts the
         # other rank ("terminate called without an active exception").
@@ -496,4 +548,5 @@ def pretrain(
     finally:
         torch.set_num_threads(threads)
         if owns_group:
+            gc.collect()  # the same, on the way out of a failed run
             cleanup()

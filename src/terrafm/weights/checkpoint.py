@@ -12,7 +12,7 @@ Nothing here imports the model classes: a model is anything with ``state_dict`` 
 ``load_state_dict``, a ``cfg`` with ``to_dict`` / ``from_dict`` and a ``patch_size`` (a TerraFM).
 Building a model from a checkpoint is :func:`terrafm.models.load_model`.
 
-Every write goes through :func:`terrafm.atomic.atomic_write`, so a crash never leaves a truncated
+Every write goes through :func:`terrafm.outputs.atomic_write`, so a crash never leaves a truncated
 file under the final name.
 """
 
@@ -30,7 +30,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from terrafm.atomic import atomic_write
+from terrafm.errors import WeightsError
+from terrafm.outputs import atomic_write
 from terrafm.sensors import SENSOR_KEYS, default_stats
 
 __all__ = [
@@ -60,7 +61,7 @@ FUSION_KEYS = (
 _PREFIXES = ("module.", "backbone.", "encoder.")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(WeightsError, ValueError):
     """A checkpoint that cannot be loaded into the requested model."""
 
 

@@ -22,7 +22,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from terrafm.atomic import atomic_write
+from terrafm.outputs import atomic_write
 from terrafm.weights.checkpoint import CheckpointError
 
 __all__ = [

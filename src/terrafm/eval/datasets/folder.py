@@ -29,7 +29,7 @@ import numpy as np
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 
-from terrafm.checkpoint import atomic_write
+from terrafm.errors import DataError
 from terrafm.eval.tasks import (
     KINDS,
     EvalTask,
@@ -39,6 +39,7 @@ from terrafm.eval.tasks import (
     SensorSpec,
     round_to_patch,
 )
+from terrafm.outputs import atomic_write
 from terrafm.sensors import canonical_band_name
 
 __all__ = ["FolderSample", "load_folder_task", "read_geotiff", "write_folder_task"]
@@ -46,7 +47,7 @@ __all__ = ["FolderSample", "load_folder_task", "read_geotiff", "write_folder_tas
 SPLITS = ("train", "val", "test")
 
 
-class FolderTaskError(ValueError):
+class FolderTaskError(DataError, ValueError):
     """A task folder that does not follow the layout (names the file and what is wrong)."""
 
 
@@ -145,7 +146,11 @@ def load_folder_task(root: str | Path, image_size: int | None = None) -> EvalTas
 
     def load(ref: SampleRef, sensors: Sequence[str] | None = None) -> RawSample:
         wanted = sensors if sensors is not None else list(specs)
-        images = {s: read_geotiff(root / s / f"{ref.key}.tif", specs[s].bands) for s in wanted}
+        files = {s: root / s / f"{ref.key}.tif" for s in wanted}
+        # A sample may lack a sensor's file (the dataset fuses what it has, or says which is
+        # missing); one without any is unreadable.
+        have = {s: f for s, f in files.items() if f.is_file()} or files
+        images = {s: read_geotiff(f, specs[s].bands) for s, f in have.items()}
         mask = None
         if kind == "segmentation":
             mask = read_geotiff(root / "masks" / f"{ref.key}.tif")[0]

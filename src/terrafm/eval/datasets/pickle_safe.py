@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from terrafm.errors import DataError
+
 __all__ = [
     "PickledObject",
     "UnsafePickleError",
@@ -42,7 +44,7 @@ __all__ = [
 ]
 
 
-class UnsafePickleError(pickle.UnpicklingError, ValueError):
+class UnsafePickleError(DataError, pickle.UnpicklingError, ValueError):
     """A pickle names something outside the allowed plain-data set (or is malformed)."""
 
 
