@@ -9,7 +9,7 @@ which counts skipped samples and saves/restores its exact position for mid-epoch
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -178,7 +178,9 @@ class PretrainLoader:
     Iterate it for batches; call :meth:`set_epoch` before each epoch. :meth:`state_dict` gives
     the position in samples actually delivered (not the DataLoader's prefetch position), so
     ``load_state_dict`` + iterating yields exactly the batches an uninterrupted run would have.
-    Skipped samples (counted in the workers) are gathered into :attr:`skip_log`.
+    Skipped samples (counted in the workers) are gathered into :attr:`skip_log`. ``augment``,
+    when set, turns each delivered batch into views in this process (the shard loader's
+    ``augment_device=cuda``).
     """
 
     dataset: MultiCropDataset
@@ -186,6 +188,7 @@ class PretrainLoader:
     loader: DataLoader[dict[str, object]]
     batch_size: int
     skip_log: SkipLog = field(default_factory=SkipLog)
+    augment: Callable[[dict[str, object]], dict[str, object]] | None = None
     _delivered: int = 0
 
     def __len__(self) -> int:
@@ -203,6 +206,8 @@ class PretrainLoader:
         for batch in self.loader:
             records = batch.pop("skipped")
             self.skip_log.extend(records)  # type: ignore[arg-type]
+            if self.augment is not None:  # views cut in this process (on the accelerator)
+                batch = self.augment(batch)
             self._delivered += self.batch_size
             yield batch
 
