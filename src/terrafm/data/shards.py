@@ -35,7 +35,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import fsspec
 import numpy as np
@@ -223,7 +223,7 @@ def _tile_list(cells: Sequence[Sequence[CellInfo]]) -> list[tuple[int, int, int]
     ]
 
 
-def _open_group(url: str, mode: str, storage_options: dict[str, object] | None = None) -> Any:
+def _open_group(url: str, mode: Literal["r", "r+", "w"], storage_options: dict[str, object] | None = None) -> Any:
     import zarr
 
     if "://" in url:
@@ -736,6 +736,7 @@ class ShardViewDataset(Dataset[dict[str, object]]):
         self.seed = seed
         self.fail_fast = fail_fast
         self.max_retries = max_retries
+        self._logged: set[int] = set()
 
     @property
     def sensors(self) -> tuple[str, ...]:
@@ -755,7 +756,9 @@ class ShardViewDataset(Dataset[dict[str, object]]):
             except SampleError as e:
                 if self.fail_fast:
                     raise
-                log.warning("skipped sample: %s", e)
+                if index not in self._logged:  # logged once per process, like the parquet path
+                    self._logged.add(index)
+                    log.warning("skipped sample: %s", e)
                 errors.append(e)
                 skipped.append((e.reason, str(e)))
                 sub = np.random.default_rng([self.seed, epoch, pos, attempt + 1, 0xBAD])
