@@ -88,17 +88,24 @@ def test_stored_tiles_decode_to_the_reader_tiles(mt_root: Path, store: Path) -> 
                     np.testing.assert_array_equal(got[1], ref[s].data[1])  # B02
 
 
-def test_crop_window_reads_equal_slicing_the_full_tile(store: Path) -> None:
-    st = ShardStore(store)
+def test_crop_window_reads_equal_slicing_the_full_tile(mt_root: Path, tmp_path: Path) -> None:
+    # 24 px tiles in 10 px chunks (the last one partly outside the tile): windows cross chunks
+    prepare_shards([mt_root], tmp_path / "s", SENSORS, tiles_per_shard=4, chunk=10)
+    st, ref = ShardStore(tmp_path / "s"), ShardStore(tmp_path / "s", direct=False)
+    assert st.attrs["chunk"] == 10
     rng = np.random.default_rng(0)
-    full, full_valid = st.read(5, SENSORS, (0, 0, 24, 24))
-    for _ in range(10):
-        top, left = (int(v) for v in rng.integers(0, 20, 2))
-        h, w = int(rng.integers(1, 24 - top + 1)), int(rng.integers(1, 24 - left + 1))
-        data, valid = st.read(5, ["s2_l2a", "s1"], (top, left, h, w))
-        for s in ("s2_l2a", "s1"):
-            np.testing.assert_array_equal(data[s], full[s][:, top : top + h, left : left + w])
-        np.testing.assert_array_equal(valid, full_valid[[2, 0], top : top + h, left : left + w])
+    for row in (2, 13):
+        full, full_valid = ref.read(row, SENSORS, (0, 0, 24, 24))
+        for _ in range(10):
+            top, left = (int(v) for v in rng.integers(0, 20, 2))
+            h, w = int(rng.integers(1, 24 - top + 1)), int(rng.integers(1, 24 - left + 1))
+            for store in (st, ref):  # the direct chunk reader and zarr's own
+                data, valid = store.read(row, ["s2_l2a", "s1"], (top, left, h, w))
+                for s in ("s2_l2a", "s1"):
+                    want = full[s][:, top : top + h, left : left + w]
+                    np.testing.assert_array_equal(data[s], want)
+                want_v = full_valid[[2, 0], top : top + h, left : left + w]
+                np.testing.assert_array_equal(valid, want_v)
 
 
 @pytest.mark.parametrize("resize", ["interpolate", "matmul"])

@@ -118,8 +118,16 @@ class BatchMultiCrop:
     def normalise(self, sensor: str, raw: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) stored integers -> z-scored float32, invalid pixels 0 (the sensor mean)."""
         a, b = self._affine[sensor]
-        x = raw.to(self.device, non_blocking=True).float().mul_(a).add_(b)
-        return x.mul_(valid.to(self.device, non_blocking=True)[:, None])
+        if self.device.type == "cpu":  # numpy's integer-to-float cast is ~4x torch's on a CPU
+            x = torch.from_numpy(raw.numpy().astype(np.float32))
+        else:
+            x = raw.to(self.device, non_blocking=True).float()
+        x.mul_(a).add_(b)
+        v = valid.to(self.device, non_blocking=True)
+        partial = torch.nonzero(~v.flatten(1).all(1)).flatten().tolist()
+        for i in partial:  # only samples with invalid pixels need the mask
+            x[i].mul_(v[i])
+        return x
 
     def _crops(
         self,

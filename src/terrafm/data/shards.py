@@ -223,7 +223,9 @@ def _tile_list(cells: Sequence[Sequence[CellInfo]]) -> list[tuple[int, int, int]
     ]
 
 
-def _open_group(url: str, mode: Literal["r", "r+", "w"], storage_options: dict[str, object] | None = None) -> Any:
+def _open_group(
+    url: str, mode: Literal["r", "r+", "w"], storage_options: dict[str, object] | None = None
+) -> Any:
     import zarr
 
     if "://" in url:
@@ -353,6 +355,7 @@ def prepare_shards(
     workers: int = 0,
     tiles_per_shard: int = 16,
     tile_size: int | None = None,
+    chunk: int | None = None,
     storage_options: dict[str, object] | None = None,
     progress: Callable[[int, int], None] | None = None,
     max_shards: int | None = None,
@@ -375,6 +378,7 @@ def prepare_shards(
         workers: worker processes (0: in this process).
         tiles_per_shard: tiles per shard file (and per unit of work).
         tile_size: tile side of the store; default: the first readable tile's.
+        chunk: chunk side in px (default: the tile cut into pieces of at most 192 px).
         storage_options: fsspec options of remote roots.
         progress: called with (shards done, shards in total) after each shard.
         max_shards: stop after writing this many shards (to test resumption).
@@ -424,7 +428,9 @@ def prepare_shards(
         size = int(attrs["tile_size"])
     else:
         size = tile_size or _probe_tile_size(sources, cells, sensors)
-        _create_store(out, sensors, size, len(tiles), tiles_per_shard, settings)
+        _create_store(
+            out, sensors, size, chunk or _chunk_side(size), len(tiles), tiles_per_shard, settings
+        )
     if not (out / "cells.parquet").exists():
         with atomic_write(out / "cells.parquet") as tmp:
             pq.write_table(_cells_table(sources, cells), tmp)
@@ -466,14 +472,19 @@ def prepare_shards(
 
 
 def _create_store(
-    out: Path, sensors: list[str], size: int, n: int, tiles_per_shard: int, settings: dict[str, Any]
+    out: Path,
+    sensors: list[str],
+    size: int,
+    ch: int,
+    n: int,
+    tiles_per_shard: int,
+    settings: dict[str, Any],
 ) -> None:
     import zarr
     from zarr.codecs import BloscCodec
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "progress").mkdir(exist_ok=True)
-    ch = _chunk_side(size)
     side = ch * -(-size // ch)
     blosc = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
     group = zarr.open_group(str(out), mode="w")
@@ -528,15 +539,123 @@ def _finish(out: Path, n_shards: int, sensors: list[str]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+class _ShardedArray:
+    """Direct reads of a tile window from a Zarr v3 array of this store's layout.
+
+    The arrays are written by ``zarr`` with the sharding codec (index at the end of each shard
+    file: one little-endian (offset, nbytes) uint64 pair per inner chunk, C order, then a CRC32C)
+    and Blosc-compressed inner chunks of one tile x all bands. Reading a window here costs one
+    ranged read and one Blosc decode per chunk it touches, without zarr's per-call machinery
+    (which costs about twice the decoding itself on 534 px tiles); the tests check it against
+    ``zarr``'s own reads. Returns None from :meth:`open` for any other layout (zarr reads it).
+    """
+
+    def __init__(self, fs: Any, path: str, meta: dict[str, Any]) -> None:
+        import numcodecs
+
+        cfg = meta["codecs"][0]["configuration"]
+        self.fs, self.path = fs, path
+        self.shape = tuple(meta["shape"])
+        self.dtype = np.dtype(
+            "bool" if meta["data_type"] == "bool" else f"<{np.dtype(meta['data_type']).str[1:]}"
+        )
+        self.shard = tuple(meta["chunk_grid"]["configuration"]["chunk_shape"])
+        self.chunk = tuple(cfg["chunk_shape"])
+        self.grid = tuple(s // c for s, c in zip(self.shard, self.chunk))
+        self.fill = meta["fill_value"]
+        self.codec = numcodecs.Blosc()
+        self._index: dict[int, np.ndarray] = {}
+
+    @classmethod
+    def open(cls, fs: Any, path: str) -> _ShardedArray | None:
+        meta = json.loads(fs.cat_file(f"{path}/zarr.json"))
+        codecs = meta.get("codecs", [])
+        if len(codecs) != 1 or codecs[0].get("name") != "sharding_indexed":
+            return None
+        cfg = codecs[0]["configuration"]
+        inner = [c["name"] for c in cfg["codecs"]]
+        index = [c["name"] for c in cfg["index_codecs"]]
+        key = meta.get("chunk_key_encoding", {})
+        ok = (
+            inner == ["bytes", "blosc"]
+            and index == ["bytes", "crc32c"]
+            and cfg.get("index_location", "end") == "end"
+            and key.get("name") == "default"
+            and key.get("configuration", {}).get("separator", "/") == "/"
+            and len(meta["shape"]) == 4
+            and cfg["chunk_shape"][0] == 1
+            and cfg["chunk_shape"][1] == meta["shape"][1]
+            and meta["chunk_grid"]["configuration"]["chunk_shape"][2:]
+            >= [-(-d // c) * c for d, c in zip(meta["shape"][2:], cfg["chunk_shape"][2:])]
+        )
+        return cls(fs, path, meta) if ok else None
+
+    def _shard_index(self, shard: int) -> np.ndarray | None:
+        idx = self._index.get(shard)
+        if idx is None:
+            n = int(np.prod(self.grid))
+            file = f"{self.path}/c/{shard}/0/0/0"
+            try:
+                size = self.fs.size(file)
+            except FileNotFoundError:
+                return None  # an empty shard: every chunk is the fill value
+            raw = self.fs.cat_file(file, start=size - 16 * n - 4, end=size - 4)
+            idx = np.frombuffer(raw, "<u8").reshape((*self.grid, 2))
+            if len(self._index) > 64:
+                self._index.pop(next(iter(self._index)))
+            self._index[shard] = idx
+        return idx
+
+    def read(self, row: int, box: tuple[int, int, int, int]) -> np.ndarray:
+        top, left, h, w = box
+        ch = self.chunk[2]
+        shard, k = divmod(row, self.shard[0])
+        idx = self._shard_index(shard)
+        if idx is None:
+            return np.full((self.shape[1], h, w), self.fill, self.dtype)
+        wanted, starts, ends = [], [], []
+        for r in range(top // ch, (top + h - 1) // ch + 1):
+            for c in range(left // ch, (left + w - 1) // ch + 1):
+                off, nbytes = (int(v) for v in idx[k, 0, r, c])
+                if off == 2**64 - 1:  # chunk not stored: all fill value
+                    continue
+                wanted.append((r, c))
+                starts.append(off)
+                ends.append(off + nbytes)
+        file = f"{self.path}/c/{shard}/0/0/0"
+        n_chunks = ((top + h - 1) // ch - top // ch + 1) * ((left + w - 1) // ch - left // ch + 1)
+        if len(wanted) == n_chunks:  # every chunk stored: each output pixel is written below
+            out = np.empty((self.shape[1], h, w), self.dtype)
+        else:
+            out = np.full((self.shape[1], h, w), self.fill, self.dtype)
+        blobs = self.fs.cat_ranges([file] * len(starts), starts, ends) if starts else []
+        for (r, c), blob in zip(wanted, blobs):
+            chunk = np.frombuffer(self.codec.decode(blob), self.dtype).reshape(self.chunk[1:])
+            r0, c0 = r * ch, c * ch
+            y0, y1 = max(top, r0), min(top + h, r0 + ch)
+            x0, x1 = max(left, c0), min(left + w, c0 + ch)
+            out[:, y0 - top : y1 - top, x0 - left : x1 - left] = chunk[
+                :, y0 - r0 : y1 - r0, x0 - c0 : x1 - c0
+            ]
+        return out
+
+
 class ShardStore:
     """A prepared shard store opened for reading (local path or fsspec URL).
 
     Only the group's attributes and the two small tables are read up front; tile pixels are read
-    per crop window by :meth:`read`. Array handles are opened per process.
+    per crop window by :meth:`read`. Array handles are opened per process. ``direct=False`` reads
+    through ``zarr`` instead of the direct chunk reader (same values, more CPU).
     """
 
-    def __init__(self, url: str | Path, storage_options: dict[str, object] | None = None) -> None:
+    def __init__(
+        self,
+        url: str | Path,
+        storage_options: dict[str, object] | None = None,
+        direct: bool = True,
+    ) -> None:
         self.url = str(url).rstrip("/")
+        self.direct = direct
         self.storage_options = dict(storage_options or {})
         try:
             group = _open_group(self.url, "r", self.storage_options)
@@ -586,13 +705,24 @@ class ShardStore:
             return pq.read_table(f).to_pandas()
 
     def _array(self, name: str) -> Any:
+        """A direct reader of array ``name`` (or zarr's own array for another layout)."""
         if os.getpid() != self._pid:
             self._arrays, self._pid = {}, os.getpid()
         a = self._arrays.get(name)
         if a is None:
-            group = _open_group(self.url, "r", self.storage_options)
-            a = self._arrays[name] = group[name]
+            fs, path = fsspec.core.url_to_fs(self.url, **self.storage_options)
+            a = _ShardedArray.open(fs, f"{path}/{name}") if self.direct else None
+            if a is None:
+                a = _open_group(self.url, "r", self.storage_options)[name]
+            self._arrays[name] = a
         return a
+
+    def _window(self, name: str, row: int, box: tuple[int, int, int, int]) -> np.ndarray:
+        a = self._array(name)
+        if isinstance(a, _ShardedArray):
+            return a.read(row, box)
+        top, left, h, w = box
+        return np.asarray(a[row, :, top : top + h, left : left + w])
 
     def row(self, source: int, cell: int, tile: int) -> int:
         """Store row of a tile."""
@@ -603,11 +733,9 @@ class ShardStore:
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Stored values (C, h, w) of ``sensors`` and their valid masks (n_sensors, h, w) in
         ``box`` = (top, left, height, width); only the chunks the box touches are decoded."""
-        top, left, h, w = box
-        rs, cs = slice(top, top + h), slice(left, left + w)
-        data = {s: np.asarray(self._array(s)[row, :, rs, cs]) for s in sensors}
+        data = {s: self._window(s, row, box) for s in sensors}
         idx = [self.sensors.index(s) for s in sensors]
-        valid = np.asarray(self._array("valid")[row, :, rs, cs])[idx]
+        valid = self._window("valid", row, box)[idx]
         return data, valid
 
 
@@ -787,8 +915,9 @@ class ShardViewDataset(Dataset[dict[str, object]]):
 
 
 def collate_raw(samples: Sequence[dict[str, Any]], sensors: Sequence[str]) -> dict[str, Any]:
-    """Stack read windows into (B, C, H, W) uint16 per sensor (zero-padded to the largest window;
-    padding is never inside a crop box) with (B, H, W) valid masks, plus the plans."""
+    """Stack read windows into (B, C, H, W) uint16 per sensor (zero-padded to the largest window)
+    with (B, H, W) valid masks, plus the plans. Padding is never inside a crop box; it is marked
+    valid so that only samples with invalid pixels of their own need masking."""
     height = max(next(iter(s["valid"].values())).shape[0] for s in samples)
     width = max(next(iter(s["valid"].values())).shape[1] for s in samples)
     raw: dict[str, torch.Tensor] = {}
@@ -799,7 +928,7 @@ def collate_raw(samples: Sequence[dict[str, Any]], sensors: Sequence[str]) -> di
             continue
         c = get_sensor(s).num_bands
         r = np.zeros((len(samples), c, height, width), np.uint16)
-        v = np.zeros((len(samples), height, width), bool)
+        v = np.ones((len(samples), height, width), bool)
         for k in have:
             d = samples[k]["raw"][s]
             r[k, :, : d.shape[1], : d.shape[2]] = d
