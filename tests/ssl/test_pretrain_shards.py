@@ -46,20 +46,23 @@ def test_shard_source_matches_the_parquet_source(
 
 
 @pytest.mark.slow
-def test_training_on_shards_resumes_exactly(shards: Path, tmp_path: Path) -> None:
-    straight = pretrain(_cfg(tmp_path, shards, "train.max_steps=4", out="straight"))
-    pretrain(_cfg(tmp_path, shards, "train.max_steps=2", out="resumed"))
-    resumed = pretrain(_cfg(tmp_path, shards, "train.max_steps=4", out="resumed"), resume=True)
+@pytest.mark.parametrize("path", ["shards", "parquet"])
+def test_training_resumes_exactly(
+    mini_world: Path, shards: Path, tmp_path: Path, path: str
+) -> None:
+    # Both loaders: a DataLoader iterator used to draw its seed from torch's global generator,
+    # so the resumed run's dropout stream (and losses) drifted from the straight run's.
+    extra = () if path == "shards" else (f"data.root={mini_world}", "data.shards=null")
+    straight = pretrain(_cfg(tmp_path, shards, "train.max_steps=4", *extra, out="straight"))
+    pretrain(_cfg(tmp_path, shards, "train.max_steps=2", *extra, out="resumed"))
+    resumed = pretrain(
+        _cfg(tmp_path, shards, "train.max_steps=4", *extra, out="resumed"), resume=True
+    )
     assert straight.step == resumed.step == 4
-    # The resumed run trains on the same batches: the same loss at every step (a batch from
-    # another position changes the DINO loss by far more than float rounding).
     loss_a = [json.loads(r)["loss"] for r in straight.metrics.read_text().splitlines()]
     loss_b = [json.loads(r)["loss"] for r in resumed.metrics.read_text().splitlines()]
-    assert len(loss_a) == len(loss_b) == 4
-    torch.testing.assert_close(torch.tensor(loss_b), torch.tensor(loss_a), rtol=1e-5, atol=0)
-    # Weights agree up to float rounding: on these real batches the parquet loader's resume
-    # differs from its straight run by ~1e-5 as well (summation order in the trainer).
+    assert len(loss_a) == 4 and loss_b == loss_a
     a, b = load_training_state(straight.checkpoint), load_training_state(resumed.checkpoint)
     for part in ("student", "teacher", "loss"):
         for k in a[part]:
-            torch.testing.assert_close(a[part][k], b[part][k], rtol=0, atol=1e-4, msg=f"{part}.{k}")
+            torch.testing.assert_close(a[part][k], b[part][k], rtol=0, atol=1e-6, msg=f"{part}.{k}")

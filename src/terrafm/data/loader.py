@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 
 import fsspec
+import torch
 from torch.utils.data import DataLoader
 
 from terrafm.data.curation import curate
@@ -295,5 +296,9 @@ def build_pretrain_loader(
         pin_memory=pin_memory,
         drop_last=True,
         persistent_workers=persistent_workers and num_workers > 0,
+        # Its own generator: a DataLoader iterator draws its base seed from the generator, and
+        # from torch's global one without it, which would shift the trainer's dropout/drop-path
+        # stream whenever an iterator starts (so a resumed run would diverge from a straight one).
+        generator=torch.Generator().manual_seed(seed),
     )
     return PretrainLoader(ds, sampler, loader, batch_size)

@@ -1067,6 +1067,10 @@ def build_shard_loader(
         pin_memory=pin_memory,
         drop_last=True,
         persistent_workers=persistent_workers and num_workers > 0,
+        # Its own generator: a DataLoader iterator draws its base seed from the generator, and
+        # from torch's global one without it, which would shift the trainer's dropout/drop-path
+        # stream whenever an iterator starts (so a resumed run would diverge from a straight one).
+        generator=torch.Generator().manual_seed(seed),
     )
     return PretrainLoader(
         ds,  # type: ignore[arg-type]
