@@ -270,7 +270,6 @@ def main() -> None:
             for name, path in (("parquet", root), ("shards", store))
         }
         cpu["shards_views_on_gpu"] = cpu_per_sample_raw(store, views, args.batch_size, args.batches)
-        torch.set_num_threads(max(1, (os.cpu_count() or 1)))
         cores = {k: 400 * v / 1e3 for k, v in cpu.items()}
         print(f"\n{'':<28}{'parquet':>10}{'shards':>10}{'shards, views on GPU':>22}")
         print(

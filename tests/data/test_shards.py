@@ -163,7 +163,7 @@ def test_interrupted_prepare_resumes(mt_root: Path, store: Path, tmp_path: Path)
     assert first.written == 2 and not (out / "tiles.parquet").exists()
     with pytest.raises(ValueError, match="incomplete"):
         ShardStore(out)
-    second = prepare_shards([mt_root], out, SENSORS, tiles_per_shard=3, workers=1)
+    second = prepare_shards([mt_root], out, SENSORS, tiles_per_shard=3)
     assert second.written == 5
     assert prepare_shards([mt_root], out, SENSORS, tiles_per_shard=3).written == 0
     a, b = ShardStore(out), ShardStore(store)
@@ -173,6 +173,17 @@ def test_interrupted_prepare_resumes(mt_root: Path, store: Path, tmp_path: Path)
         assert all(np.array_equal(x[s], y[s]) for s in SENSORS) and np.array_equal(xv, yv)
     with pytest.raises(ValueError, match="other sources or settings"):
         prepare_shards([mt_root], out, ["s1"], tiles_per_shard=3)
+
+
+@pytest.mark.slow
+def test_worker_processes_write_the_same_store(mt_root: Path, store: Path, tmp_path: Path) -> None:
+    report = prepare_shards([mt_root], tmp_path / "p", SENSORS, tiles_per_shard=3, workers=2)
+    assert report.written == 7
+    a, b = ShardStore(tmp_path / "p"), ShardStore(store)
+    for row in range(20):
+        x, xv = a.read(row, SENSORS, (0, 0, 24, 24))
+        y, yv = b.read(row, SENSORS, (0, 0, 24, 24))
+        assert all(np.array_equal(x[s], y[s]) for s in SENSORS) and np.array_equal(xv, yv)
 
 
 def test_corrupt_row_is_skipped_counted_and_named(tmp_path: Path) -> None:

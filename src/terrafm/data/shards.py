@@ -124,7 +124,6 @@ class PrepareReport:
         messages: the first skip messages, naming file, row group, cell, tile and band.
         clipped: valid values outside the storable range (clipped).
         seconds: wall time of this call.
-        source_bytes: bytes of the source files (parquet or rasters) when known.
     """
 
     tiles: int = 0
@@ -214,13 +213,23 @@ def _cells_from_table(df: pd.DataFrame, n_sources: int) -> list[list[CellInfo]]:
     return out
 
 
-def _tile_list(cells: Sequence[Sequence[CellInfo]]) -> list[tuple[int, int, int]]:
-    return [
-        (si, ci, t)
-        for si, cs in enumerate(cells)
-        for ci, c in enumerate(cs)
-        for t in range(c.n_tiles)
-    ]
+class _Tiles:
+    """The tiles of all cells in store order, as (source, cell, tile), from one array of
+    cumulative tile counts (a few bytes per cell, not a tuple per tile)."""
+
+    def __init__(self, cells: Sequence[Sequence[CellInfo]]) -> None:
+        self.cell_of = [(si, ci) for si, cs in enumerate(cells) for ci in range(len(cs))]
+        counts = [c.n_tiles for cs in cells for c in cs]
+        self.ends = np.cumsum(np.asarray(counts, np.int64))
+
+    def __len__(self) -> int:
+        return int(self.ends[-1]) if len(self.ends) else 0
+
+    def __getitem__(self, i: int) -> tuple[int, int, int]:
+        k = int(np.searchsorted(self.ends, i, side="right"))
+        start = int(self.ends[k - 1]) if k else 0
+        si, ci = self.cell_of[k]
+        return si, ci, i - start
 
 
 def _open_group(
@@ -242,7 +251,8 @@ def _probe_tile_size(
     sources: Sequence[TileSource], cells: Sequence[Sequence[CellInfo]], sensors: Sequence[str]
 ) -> int:
     """Side of the first readable tile (Major-TOM cells only reveal their size when read)."""
-    for si, ci, t in _tile_list(cells)[:64]:
+    tiles = _Tiles(cells)
+    for si, ci, t in (tiles[i] for i in range(min(64, len(tiles)))):
         got, _ = sources[si].read_tile(ci, t, [s for s in sensors if s in cells[si][ci].sensors])
         for st in got.values():
             return int(max(st.data.shape[-2:]))
@@ -262,7 +272,7 @@ def _init_worker(
     threads: int,
 ) -> None:
     torch.set_num_threads(threads)
-    _WORKER.update(sources=sources, cells=cells, tiles=_tile_list(cells), out=out, sensors=sensors)
+    _WORKER.update(sources=sources, cells=cells, tiles=_Tiles(cells), out=out, sensors=sensors)
 
 
 def _prepare_shard(shard: int, tile_size: int, tiles_per_shard: int) -> dict[str, Any]:
@@ -282,7 +292,7 @@ def _prepare_shard(shard: int, tile_size: int, tiles_per_shard: int) -> dict[str
     skipped: Counter[str] = Counter()
     messages: list[str] = []
     clipped = 0
-    for k, (si, ci, t) in enumerate(all_tiles[lo:hi]):
+    for k, (si, ci, t) in enumerate(all_tiles[i] for i in range(lo, hi)):
         src, cell = w["sources"][si], w["cells"][si][ci]
         wanted = [s for s in sensors if s in cell.sensors]
         got, errors = src.read_tile(ci, t, wanted)
@@ -393,8 +403,8 @@ def prepare_shards(
     sensors = list(sensors)
     sources = open_sources(roots, sensors, cur, qual, storage_options)
     cells = [list(s.cells()) for s in sources]
-    tiles = _tile_list(cells)
-    if not tiles:
+    tiles = _Tiles(cells)
+    if not len(tiles):
         raise ValueError("no cells to prepare: the sources are empty or no cell has every sensor")
     out = Path(out)
     settings = {
@@ -675,10 +685,18 @@ class ShardStore:
         cells = self._table("cells.parquet")
         self.cells = _cells_from_table(cells, len(self.source_names))
         tiles = self._table("tiles.parquet").sort_values("index")
+        if not np.array_equal(tiles["index"].to_numpy(), np.arange(len(tiles))):
+            raise ValueError(f"{self.url}/tiles.parquet does not list tiles 0..{len(tiles) - 1}")
         self.height = tiles["height"].to_numpy(np.int32)
         self.width = tiles["width"].to_numpy(np.int32)
-        self.errors = tiles["errors"].to_numpy(object)
-        self.order = tiles["order"].to_numpy(object)
+        # Compact per-tile facts (millions of tiles): the sensors read, as a bit mask in read
+        # order, and the stored read errors only for the few tiles that have any.
+        kinds = list(dict.fromkeys(tiles["order"]))
+        self.order: list[list[str]] = [json.loads(o) for o in kinds]
+        self.order_id = pd.Categorical(tiles["order"], categories=kinds).codes.astype(np.int16)
+        self.errors = {
+            int(i): json.loads(e) for i, e in zip(tiles["index"], tiles["errors"]) if e != "[]"
+        }
         self.n_valid = {s: tiles[f"n_valid_{s}"].to_numpy(np.int64) for s in self.sensors}
         self.n_finite = {s: tiles[f"n_finite_{s}"].to_numpy(np.int64) for s in self.sensors}
         starts = {}
@@ -785,10 +803,10 @@ class ShardTiles:
         st = self.store
         row = st.row(ref.source, ref.cell, ref.tile)
         where = f"{st.source_names[ref.source]} tile {ref.name}"
-        stored = json.loads(st.errors[row])  # [reason, where, detail, sensor]
+        stored = st.errors.get(row, [])  # [reason, where, detail, sensor]
         errors = [SampleError(r, w, d) for r, w, d, s in stored if not s or s in self.sensors]
         ok: list[str] = []
-        for s in json.loads(st.order[row]):
+        for s in st.order[st.order_id[row]]:
             if s not in self.sensors:
                 continue
             size = int(st.height[row]) * int(st.width[row])
