@@ -227,3 +227,19 @@ def test_prepare_cli(mt_root: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
     attrs = json.loads((out / "zarr.json").read_text())["attributes"]
     assert attrs["complete"] and attrs["sensors"] == ["s1", "s2_l2a"]
     assert attrs["encodings"]["s1"] == {"scale": 1 / 256, "offset": -128.0, "dtype": "uint16"}
+
+
+def test_store_errors_name_what_is_wrong(mt_root: Path, tmp_path: Path) -> None:
+    from terrafm.data.batch_multicrop import resolve_device
+
+    prepare_shards([mt_root], tmp_path / "s1only", ["s1"], tiles_per_shard=20)
+    with pytest.raises(ValueError, match=r"s1only has no \['s2_l1c'\] \(it holds \['s1'\]\)"):
+        build_shard_dataset(tmp_path / "s1only", ["s1", "s2_l1c"])
+    with pytest.raises(FileNotFoundError, match="no shard store"):
+        ShardStore(tmp_path / "nowhere")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="augment device"):
+        resolve_device("tpu")
+    assert resolve_device("cpu") == torch.device("cpu")
