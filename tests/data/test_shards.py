@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from fake_majortom import make_root, rewrite_image_file
 
 from terrafm.data.batch_multicrop import BatchMultiCrop, aa_weights
-from terrafm.data.loader import build_pretrain_dataset, build_pretrain_loader
+from terrafm.data.loader import CurationConfig, build_pretrain_dataset, build_pretrain_loader
 from terrafm.data.multicrop import MultiCropConfig, collate_views
 from terrafm.data.shards import (
     ENCODINGS,
@@ -243,3 +243,28 @@ def test_store_errors_name_what_is_wrong(mt_root: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="augment device"):
         resolve_device("tpu")
     assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_one_any_sensor_store_serves_both_pairings(tmp_path: Path) -> None:
+    cells, sensors = ["1U_1R", "1U_2R", "2U_1R"], ["s1", "s2_l2a"]
+    root = make_root(tmp_path, cells, size=32, products=("S2L2A",))
+    make_root(tmp_path, cells[:2], size=32, products=("S1RTC",))  # S1 lacks 2U_1R
+    out = tmp_path / "store"
+    prepare_shards(
+        [root], out, sensors, curation=CurationConfig(require_all=False), tiles_per_shard=4
+    )
+    views = MultiCropConfig(global_size=16, local_size=16, n_local=1)
+    augment = BatchMultiCrop(views, sensors, ENCODINGS, "cpu")
+    for require_all, n_tiles in ((True, 8), (False, 12)):
+        cur = CurationConfig(require_all=require_all)
+        ref = build_pretrain_dataset([root], sensors, views=views, curation=cur, seed=2)
+        got = build_shard_dataset(out, sensors, views=views, curation=cur, seed=2)
+        assert len(ref) == len(got) == n_tiles
+        keys = [(i, 0, i) for i in range(n_tiles)]
+        a = collate_views([ref[k] for k in keys], sensors)
+        b = augment(collate_raw([got[k] for k in keys], sensors))
+        assert torch.equal(a["index"], b["index"])
+        for va, vb in zip(a["student_local"] + a["teacher"], b["student_local"] + b["teacher"]):
+            for s in sensors:
+                assert torch.equal(va["masks"][s], vb["masks"][s])
+                assert (va["inputs"][s] - vb["inputs"][s]).abs().max() <= _bound(s)

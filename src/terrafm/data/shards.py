@@ -767,6 +767,7 @@ class ShardTiles:
         refs: the curated tiles.
         max_invalid: largest share of invalid pixels per sensor tile.
         require_all: see :class:`terrafm.data.dataset.TileDataset`.
+        cells: per source, the store cell of each curated cell index (default: the same).
     """
 
     def __init__(
@@ -777,9 +778,11 @@ class ShardTiles:
         *,
         max_invalid: float = 0.5,
         require_all: bool = True,
+        cells: list[list[int]] | None = None,
     ) -> None:
         if not len(refs):
             raise ValueError("no tiles to read: every cell was curated out or the store is empty")
+        self.cells = cells
         self.store = store
         self.sensors = tuple(sensors)
         self.refs = refs
@@ -801,7 +804,8 @@ class ShardTiles:
         """
         ref = self.refs[index]
         st = self.store
-        row = st.row(ref.source, ref.cell, ref.tile)
+        cell = self.cells[ref.source][ref.cell] if self.cells is not None else ref.cell
+        row = st.row(ref.source, cell, ref.tile)
         where = f"{st.source_names[ref.source]} tile {ref.name}"
         stored = st.errors.get(row, [])  # [reason, where, detail, sensor]
         errors = [SampleError(r, w, d) for r, w, d, s in stored if not s or s in self.sensors]
@@ -993,21 +997,29 @@ def build_shard_dataset(
         raise ValueError(
             f"shard store {store.url} has no {missing} (it holds {list(store.sensors)})"
         )
-    cells = [
-        [replace(c, sensors=tuple(s for s in c.sensors if s in sensors)) for c in cs]
-        for cs in store.cells
-    ]
-    if cur.require_all and any(len(c.sensors) < len(sensors) for cs in cells for c in cs):
-        raise ValueError(
-            f"shard store {store.url} has cells without every sensor of {list(sensors)}; prepare "
-            "it with require_all or load it with CurationConfig(require_all=False)"
-        )
+    # The store's cells restricted to the requested sensors; with require_all, cells lacking
+    # one are dropped (as the sources' pairing drops them). ``kept`` maps back to store cells.
+    cells: list[list[CellInfo]] = []
+    kept: list[list[int]] = []
+    dropped = 0
+    for cs in store.cells:
+        cells.append([])
+        kept.append([])
+        for ci, c in enumerate(cs):
+            have = tuple(s for s in c.sensors if s in sensors)
+            if not have or (cur.require_all and len(have) < len(sensors)):
+                dropped += 1
+                continue
+            cells[-1].append(replace(c, sensors=have))
+            kept[-1].append(ci)
     refs, report = curate(
         cells, ocean_keep=cur.ocean_keep, ocean_min_water=cur.ocean_min_water, seed=seed
     )
+    if dropped:
+        report["cells_missing_sensor"] += dropped
     log.info("pretraining shards: %s", dict(report))
     tiles = ShardTiles(
-        store, sensors, refs, max_invalid=qual.max_invalid, require_all=cur.require_all
+        store, sensors, refs, max_invalid=qual.max_invalid, require_all=cur.require_all, cells=kept
     )
     ds = ShardViewDataset(
         tiles,
