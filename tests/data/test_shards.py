@@ -268,3 +268,21 @@ def test_one_any_sensor_store_serves_both_pairings(tmp_path: Path) -> None:
             for s in sensors:
                 assert torch.equal(va["masks"][s], vb["masks"][s])
                 assert (va["inputs"][s] - vb["inputs"][s]).abs().max() <= _bound(s)
+
+
+def test_store_read_through_an_fsspec_url(store: Path) -> None:
+    # An object store as fsspec sees it: the store uploaded to the in-memory filesystem.
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.put(str(store), "/shards-test-bucket/store", recursive=True)
+    try:
+        remote = build_shard_dataset("memory://shards-test-bucket/store", SENSORS, views=VIEWS)
+        local = build_shard_dataset(store, SENSORS, views=VIEWS)
+        for key in [(3, 0, 1), (17, 1, 5)]:
+            a, b = remote[key], local[key]
+            assert a["plan"] == b["plan"] and a["index"] == b["index"]
+            assert all(np.array_equal(a["raw"][s], b["raw"][s]) for s in b["raw"])
+            assert all(np.array_equal(a["valid"][s], b["valid"][s]) for s in b["valid"])
+    finally:
+        fs.rm("/shards-test-bucket", recursive=True)
