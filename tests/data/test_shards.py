@@ -286,3 +286,32 @@ def test_store_read_through_an_fsspec_url(store: Path) -> None:
             assert all(np.array_equal(a["valid"][s], b["valid"][s]) for s in b["valid"])
     finally:
         fs.rm("/shards-test-bucket", recursive=True)
+
+
+def test_real_sen1floods11_chip_round_trip(real_data: Path, tmp_path: Path) -> None:
+    from terrafm.data.folder import GeoTiffFolderSource, RasterScene
+
+    chip = real_data / "sen1floods11-sample"
+    files = {
+        "s2_l1c": sorted(str(p) for p in (chip / "S2").glob("*.tif")),
+        "s1": sorted(str(p) for p in (chip / "S1").glob("*.tif")),
+    }
+    sensors = ["s1", "s2_l1c"]
+
+    def source() -> GeoTiffFolderSource:
+        scene = RasterScene("Spain", files, s1_unit="dB")
+        return GeoTiffFolderSource([scene], sensors, tile_size=256)
+
+    cur = CurationConfig(tile_size=256)
+    report = prepare_shards([source()], tmp_path / "s", sensors, curation=cur)
+    assert report.tiles == 4 and not report.skipped  # 512 px chip -> four 256 px tiles
+    views = MultiCropConfig(global_size=64, local_size=32, n_local=2)
+    ref = build_pretrain_dataset([source()], sensors, views=views, curation=cur, seed=1)
+    got = build_shard_dataset(tmp_path / "s", sensors, views=views, curation=cur, seed=1)
+    keys = [(i, 0, i) for i in range(4)]
+    a = collate_views([ref[k] for k in keys], sensors)
+    b = BatchMultiCrop(views, sensors, ENCODINGS)(collate_raw([got[k] for k in keys], sensors))
+    for va, vb in zip(a["teacher"] + a["student_local"], b["teacher"] + b["student_local"]):
+        for s in sensors:
+            assert torch.equal(va["masks"][s], vb["masks"][s])
+            assert (va["inputs"][s] - vb["inputs"][s]).abs().max() <= _bound(s)

@@ -437,7 +437,11 @@ def prepare_shards(
             )
         size = int(attrs["tile_size"])
     else:
-        size = tile_size or _probe_tile_size(sources, cells, sensors)
+        # Folder scenes smaller than a tile give smaller tiles: the configured size bounds them.
+        folders = any(hasattr(src, "_scenes") for src in sources)
+        size = tile_size or max(
+            _probe_tile_size(sources, cells, sensors), cur.tile_size if folders else 0
+        )
         _create_store(
             out, sensors, size, chunk or _chunk_side(size), len(tiles), tiles_per_shard, settings
         )
