@@ -173,6 +173,9 @@ def test_interrupted_prepare_resumes(mt_root: Path, store: Path, tmp_path: Path)
         assert all(np.array_equal(x[s], y[s]) for s in SENSORS) and np.array_equal(xv, yv)
     with pytest.raises(ValueError, match="other sources or settings"):
         prepare_shards([mt_root], out, ["s1"], tiles_per_shard=3)
+    with pytest.raises(ValueError, match="not a shard store"):  # e.g. the source root itself
+        prepare_shards([mt_root], mt_root, SENSORS)
+    assert (mt_root / "S2L2A" / "metadata.parquet").exists()
 
 
 @pytest.mark.slow

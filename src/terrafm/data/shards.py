@@ -394,7 +394,7 @@ def prepare_shards(
         max_shards: stop after writing this many shards (to test resumption).
 
     Raises:
-        ValueError: ``out`` holds a store prepared from other sources or settings.
+        ValueError: ``out`` holds a store prepared from other sources or settings, or other files.
     """
     from terrafm.data.loader import CurationConfig, QualityConfig, open_sources
 
@@ -437,6 +437,8 @@ def prepare_shards(
             )
         size = int(attrs["tile_size"])
     else:
+        if out.exists() and any(out.iterdir()):  # never write a store over other files
+            raise ValueError(f"{out} exists and is not a shard store: choose an empty folder")
         # Folder scenes smaller than a tile give smaller tiles: the configured size bounds them.
         folders = any(hasattr(src, "_scenes") for src in sources)
         size = tile_size or max(
