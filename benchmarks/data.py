@@ -1,19 +1,27 @@
-"""Throughput of the pretraining data pipeline vs the model's consumption rate (issue 3).
+"""Pretraining data pipeline: the parquet path vs the prepared shards, side by side in one run.
 
 Writes a small Major-TOM root (S2L2A + S2L1C + S1RTC, real-size 1068 px cells by default) with the
-package's own writer into a temp folder, then times the whole pipeline, parquet row group ->
-GeoTIFF decode -> resampling -> tiles -> 2 global + N local views -> collated batch, for 0, 1 and 2
-DataLoader workers, with the peak resident memory of the main process plus its workers. Beside it,
-the rate at which terrafm_tiny trains on the same batches (teacher forward on the global views,
-student forward + backward on all views, like one DINO step) on this machine.
+package's own writer into a temp folder and prepares it into a shard store (``terrafm prepare``).
+Then, for both paths on the same cells and views:
+
+- CPU milliseconds per three-sensor sample (process CPU time of all threads, 0 workers, torch on
+  one thread): parquet row group -> GeoTIFF decode -> resampling -> normalisation -> per-sample
+  views, vs shard crop-window read -> batched views on the CPU;
+- samples/s and peak resident memory (main process + workers) with 0, 1 and 2 DataLoader workers;
+- shard bytes vs source parquet bytes, ``prepare`` throughput and its peak memory;
+- optionally (``--model-steps``) the rate at which terrafm_tiny trains on the same batches.
 
     .venv/bin/python benchmarks/data.py [--cells 6] [--cell-size 1068] [--batch-size 8]
         [--batches 6] [--workers 0 1 2] [--global-size 224 --local-size 96 --n-local 8]
+        [--quick] [--json FILE]
+
+``--quick`` (3 cells, batch 4, 2 timed batches, no model step) runs in a few minutes.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import threading
@@ -28,6 +36,7 @@ from terrafm.data.landcover import WORLDCOVER_CLASSES, LandCover, write_landcove
 from terrafm.data.loader import build_pretrain_loader
 from terrafm.data.majortom import PRODUCTS, MajorTomSample, native_size, write_product
 from terrafm.data.multicrop import MultiCropConfig
+from terrafm.data.shards import build_shard_loader, collate_raw, prepare_shards
 
 SENSORS = ("s1", "s2_l1c", "s2_l2a")
 
@@ -131,19 +140,18 @@ class PeakMemory:
         return self.peak / 1024
 
 
+def _loader(path: Path, shards: bool, views: MultiCropConfig, batch: int, n: int, workers: int):  # type: ignore[no-untyped-def]
+    kw = {"views": views, "samples_per_epoch": n, "num_workers": workers, "seed": 0}
+    if shards:
+        return build_shard_loader(path, SENSORS, batch, augment_device="cpu", **kw)  # type: ignore[arg-type]
+    return build_pretrain_loader([path], SENSORS, batch, **kw)  # type: ignore[arg-type]
+
+
 def time_pipeline(
-    root: Path, views: MultiCropConfig, batch: int, batches: int, workers: int
+    path: Path, shards: bool, views: MultiCropConfig, batch: int, batches: int, workers: int
 ) -> tuple[float, float]:
     """(samples/s, peak MiB) of ``batches`` batches after one warm-up batch."""
-    loader = build_pretrain_loader(
-        [root],
-        SENSORS,
-        batch,
-        views=views,
-        samples_per_epoch=batch * (batches + 1),
-        num_workers=workers,
-        seed=0,
-    )
+    loader = _loader(path, shards, views, batch, batch * (batches + 1), workers)
     with PeakMemory() as mem:
         it = iter(loader)
         next(it)  # worker start-up and first files opened
@@ -151,6 +159,34 @@ def time_pipeline(
         n = sum(b["index"].numel() for b in it)
         dt = time.perf_counter() - t0
     return n / dt, mem.mib
+
+
+def cpu_per_sample(
+    path: Path, shards: bool, views: MultiCropConfig, batch: int, batches: int
+) -> float:
+    """CPU milliseconds (all threads of this process) per sample, 0 workers, after a warm-up."""
+    loader = _loader(path, shards, views, batch, batch * (batches + 1), 0)
+    it = iter(loader)
+    next(it)
+    c0 = time.process_time()
+    n = sum(b["index"].numel() for b in it)
+    return 1e3 * (time.process_time() - c0) / n
+
+
+def cpu_per_sample_raw(store: Path, views: MultiCropConfig, batch: int, batches: int) -> float:
+    """CPU ms per sample of what a worker does when the views are cut on the accelerator
+    (``augment_device=cuda``): crop-window reads and the collate of raw windows, 0 workers."""
+    loader = _loader(store, True, views, batch, batch * (batches + 1), 0)
+    ds, keys = loader.dataset, list(loader.sampler)
+    collate_raw([ds[k] for k in keys[:batch]], SENSORS)  # warm-up (files opened)
+    c0 = time.process_time()
+    for lo in range(batch, len(keys), batch):
+        collate_raw([ds[k] for k in keys[lo : lo + batch]], SENSORS)
+    return 1e3 * (time.process_time() - c0) / (len(keys) - batch)
+
+
+def _bytes(root: Path, pattern: str = "*") -> int:
+    return sum(f.stat().st_size for f in root.rglob(pattern) if f.is_file())
 
 
 def time_model(root: Path, views: MultiCropConfig, batch: int, steps: int) -> float:
@@ -188,32 +224,92 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--batches", type=int, default=6)
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--prepare-workers", type=int, default=2)
     p.add_argument("--global-size", type=int, default=224)
     p.add_argument("--local-size", type=int, default=96)
     p.add_argument("--n-local", type=int, default=8)
-    p.add_argument("--model-steps", type=int, default=3)
+    p.add_argument("--model-steps", type=int, default=0, help="also time terrafm_tiny (0: skip)")
+    p.add_argument("--quick", action="store_true", help="3 cells, batch 4, 2 timed batches")
+    p.add_argument("--json", type=Path, default=None, help="write the figures to this file")
     args = p.parse_args()
-    torch.set_num_threads(max(1, (os.cpu_count() or 1)))
+    if args.quick:
+        args.cells, args.batch_size, args.batches, args.model_steps = 3, 4, 2, 0
     views = MultiCropConfig(
         global_size=args.global_size, local_size=args.local_size, n_local=args.n_local
     )
+    settings = {
+        k: getattr(args, k)
+        for k in ("cells", "cell_size", "batch_size", "batches", "workers", "prepare_workers")
+    }
+    settings |= {"views": f"2x{args.global_size} + {args.n_local}x{args.local_size}"}
+    settings |= {"sensors": list(SENSORS), "cpus": os.cpu_count()}
+    out: dict[str, object] = {"settings": settings}
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
+        root, store = Path(tmp) / "majortom", Path(tmp) / "shards"
         t0 = time.perf_counter()
         write_world(root, args.cells, args.cell_size)
-        size_mib = sum(f.stat().st_size for f in root.rglob("*.parquet")) / 2**20
+        source_bytes = _bytes(root, "*.parquet")
         print(
-            f"data: {args.cells} cells x 3 products of {args.cell_size} px ({size_mib:.1f} MiB parquet, "
-            f"written in {time.perf_counter() - t0:.1f} s); tiles {args.cell_size // 2} px; views "
-            f"2x{args.global_size} + {args.n_local}x{args.local_size}; batch {args.batch_size}; "
-            f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}"
+            f"data: {args.cells} cells x 3 products of {args.cell_size} px "
+            f"({source_bytes / 2**20:.1f} MiB parquet, written in {time.perf_counter() - t0:.1f} s); "
+            f"tiles {args.cell_size // 2} px; views {settings['views']}; batch {args.batch_size}; "
+            f"{os.cpu_count()} CPUs"
         )
-        print(f"{'pipeline':<28}{'samples/s':>12}{'peak MiB':>12}")
+        with PeakMemory() as mem:
+            rep = prepare_shards([root], store, SENSORS, workers=args.prepare_workers)
+        shard_bytes = _bytes(store)
+        print(
+            f"prepare: {rep.tiles} tiles in {rep.seconds:.1f} s with {args.prepare_workers} workers "
+            f"({rep.tiles / rep.seconds:.2f} tiles/s, {rep.tiles / 4 / rep.seconds * 3600:.0f} "
+            f"cells/h), peak {mem.mib:.0f} MiB; shards {shard_bytes / 2**20:.1f} MiB = "
+            f"{shard_bytes / source_bytes:.2f} x the parquet"
+        )
+        torch.set_num_threads(1)
+        cpu = {
+            name: cpu_per_sample(path, name == "shards", views, args.batch_size, args.batches)
+            for name, path in (("parquet", root), ("shards", store))
+        }
+        cpu["shards_views_on_gpu"] = cpu_per_sample_raw(store, views, args.batch_size, args.batches)
+        cores = {k: 400 * v / 1e3 for k, v in cpu.items()}
+        print(f"\n{'':<28}{'parquet':>10}{'shards':>10}{'shards, views on GPU':>22}")
+        print(
+            f"{'CPU ms / sample':<28}{cpu['parquet']:>10.1f}{cpu['shards']:>10.1f}"
+            f"{cpu['shards_views_on_gpu']:>22.1f}"
+        )
+        print(
+            f"{'CPU cores at 400 samples/s':<28}{cores['parquet']:>10.1f}{cores['shards']:>10.1f}"
+            f"{cores['shards_views_on_gpu']:>22.1f}"
+        )
+        rates: dict[str, dict[int, tuple[float, float]]] = {"parquet": {}, "shards": {}}
         for w in args.workers:
-            rate, mib = time_pipeline(root, views, args.batch_size, args.batches, w)
-            print(f"{f'parquet -> views, {w} workers':<28}{rate:>12.2f}{mib:>12.0f}")
-        rate = time_model(root, views, args.batch_size, args.model_steps)
-        print(f"{'terrafm_tiny train step':<28}{rate:>12.2f}{'':>12}")
+            for name, path in (("parquet", root), ("shards", store)):
+                rates[name][w] = time_pipeline(
+                    path, name == "shards", views, args.batch_size, args.batches, w
+                )
+            a, b = rates["parquet"][w], rates["shards"][w]
+            print(f"{f'samples/s, {w} workers':<28}{a[0]:>10.2f}{b[0]:>10.2f}")
+            print(f"{f'peak MiB, {w} workers':<28}{a[1]:>10.0f}{b[1]:>10.0f}")
+        print(
+            f"less CPU per sample than parquet: {cpu['parquet'] / cpu['shards']:.1f}x (views on "
+            f"the CPU), {cpu['parquet'] / cpu['shards_views_on_gpu']:.1f}x (views on the GPU)"
+        )
+        if args.model_steps:
+            rate = time_model(root, views, args.batch_size, args.model_steps)
+            print(f"{'terrafm_tiny train step':<24}{rate:>12.2f} samples/s")
+        out |= {
+            "parquet_cpu_ms_per_sample": cpu["parquet"],
+            "shards_cpu_ms_per_sample": cpu["shards"],
+            "shards_views_on_gpu_cpu_ms_per_sample": cpu["shards_views_on_gpu"],
+            "cores_per_gpu_at_400_samples_s": cores,
+            "source_bytes": source_bytes,
+            "shard_bytes": shard_bytes,
+            "prepare_tiles_per_s": rep.tiles / rep.seconds,
+            "prepare_peak_mib": mem.mib,
+            "samples_per_s": {k: {str(w): r[0] for w, r in v.items()} for k, v in rates.items()},
+            "peak_mib": {k: {str(w): r[1] for w, r in v.items()} for k, v in rates.items()},
+        }
+    if args.json is not None:
+        args.json.write_text(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "terrafm.commands.data",
         "check pretraining roots: curation counts, strata and a read scan",
     ),
+    "prepare": (
+        "terrafm.commands.prepare",
+        "convert pretraining sources into training shards (Zarr), once and resumably",
+    ),
     "eval": (
         "terrafm.commands.eval",
         "evaluate an encoder on GEO-Bench, Copernicus-Bench, Landslide4Sense or a task folder",

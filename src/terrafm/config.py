@@ -118,6 +118,8 @@ class DataConfig:
     """
 
     root: str | list[str] | None = None  # Major-TOM root(s) or GeoTIFF folder(s)
+    shards: str | None = None  # a `terrafm prepare` store: read instead of data.root
+    augment_device: Literal["auto", "cpu", "cuda"] = "auto"  # where shard views are cut
     sensors: list[str] = field(default_factory=lambda: ["s1", "s2_l1c", "s2_l2a"])
     batch_size: int = 64  # per process
     num_workers: int = 8

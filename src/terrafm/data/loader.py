@@ -9,12 +9,13 @@ which counts skipped samples and saves/restores its exact position for mid-epoch
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import fsspec
+import torch
 from torch.utils.data import DataLoader
 
 from terrafm.data.curation import curate
@@ -178,7 +179,9 @@ class PretrainLoader:
     Iterate it for batches; call :meth:`set_epoch` before each epoch. :meth:`state_dict` gives
     the position in samples actually delivered (not the DataLoader's prefetch position), so
     ``load_state_dict`` + iterating yields exactly the batches an uninterrupted run would have.
-    Skipped samples (counted in the workers) are gathered into :attr:`skip_log`.
+    Skipped samples (counted in the workers) are gathered into :attr:`skip_log`. ``augment``,
+    when set, turns each delivered batch into views in this process (the shard loader's
+    ``augment_device=cuda``).
     """
 
     dataset: MultiCropDataset
@@ -186,6 +189,7 @@ class PretrainLoader:
     loader: DataLoader[dict[str, object]]
     batch_size: int
     skip_log: SkipLog = field(default_factory=SkipLog)
+    augment: Callable[[dict[str, object]], dict[str, object]] | None = None
     _delivered: int = 0
 
     def __len__(self) -> int:
@@ -203,6 +207,8 @@ class PretrainLoader:
         for batch in self.loader:
             records = batch.pop("skipped")
             self.skip_log.extend(records)  # type: ignore[arg-type]
+            if self.augment is not None:  # views cut in this process (on the accelerator)
+                batch = self.augment(batch)
             self._delivered += self.batch_size
             yield batch
 
@@ -290,5 +296,9 @@ def build_pretrain_loader(
         pin_memory=pin_memory,
         drop_last=True,
         persistent_workers=persistent_workers and num_workers > 0,
+        # Its own generator: a DataLoader iterator draws its base seed from the generator, and
+        # from torch's global one without it, which would shift the trainer's dropout/drop-path
+        # stream whenever an iterator starts (so a resumed run would diverge from a straight one).
+        generator=torch.Generator().manual_seed(seed),
     )
     return PretrainLoader(ds, sampler, loader, batch_size)

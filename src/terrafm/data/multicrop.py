@@ -32,9 +32,11 @@ __all__ = [
     "SENSOR_DRAWS",
     "MultiCrop",
     "MultiCropConfig",
+    "ViewPlan",
     "collate_views",
     "crop_views",
     "draw_sensors",
+    "plan_views",
     "random_resized_box",
 ]
 
@@ -196,31 +198,88 @@ class MultiCrop:
             raise ValueError(f"sensors are not on one grid: {shapes}")
         height, width = shapes.pop()
         available = list(inputs)
+        p = plan_views(cfg, rng, height, width, available)
 
-        def plan(scale: tuple[float, float]) -> tuple[Box, bool]:
-            box = random_resized_box(rng, height, width, scale, cfg.ratio)
-            return box, bool(rng.random() < cfg.flip_p)
+        def cut(box: Box, flip: bool, size: int, used: set[str]) -> dict[str, torch.Tensor]:
+            return crop_views(inputs, box, size, flip, [s for s in available if s in used])
 
-        def draw() -> tuple[str, ...]:
-            return draw_sensors(rng, available, cfg.sensor_draw, cfg.keep_p)
-
-        g_plans = [plan(cfg.global_scale) for _ in range(cfg.n_global)]
-        l_plans = [plan(cfg.local_scale) for _ in range(cfg.n_local)]
-        teacher = [draw() for _ in g_plans]
-        student = [draw() for _ in g_plans]
-        local = [draw() for _ in l_plans]
-
-        def cut(p: tuple[Box, bool], size: int, used: set[str]) -> dict[str, torch.Tensor]:
-            return crop_views(inputs, p[0], size, p[1], [s for s in available if s in used])
-
-        g_crops = [cut(p, cfg.global_size, {*t, *s}) for p, t, s in zip(g_plans, teacher, student)]
+        g_crops = [
+            cut(b, f, cfg.global_size, {*t, *s})
+            for b, f, t, s in zip(p.g_boxes, p.g_flips, p.teacher, p.student)
+        ]
         return {
-            "teacher": [_view(c, t) for c, t in zip(g_crops, teacher)],
-            "student_global": [_view(c, s) for c, s in zip(g_crops, student)],
+            "teacher": [_view(c, t) for c, t in zip(g_crops, p.teacher)],
+            "student_global": [_view(c, s) for c, s in zip(g_crops, p.student)],
             "student_local": [
-                _view(cut(p, cfg.local_size, set(s)), s) for p, s in zip(l_plans, local)
+                _view(cut(b, f, cfg.local_size, set(s)), s)
+                for b, f, s in zip(p.l_boxes, p.l_flips, p.local)
             ],
         }
+
+
+@dataclass(frozen=True)
+class ViewPlan:
+    """The random choices of one sample's views: crop boxes, flips and sensor draws.
+
+    Attributes:
+        g_boxes, g_flips: global crop boxes (top, left, height, width) and flips.
+        l_boxes, l_flips: local crop boxes and flips.
+        teacher, student: sensors of each global view for the teacher and the student.
+        local: sensors of each local view.
+    """
+
+    g_boxes: tuple[Box, ...]
+    g_flips: tuple[bool, ...]
+    l_boxes: tuple[Box, ...]
+    l_flips: tuple[bool, ...]
+    teacher: tuple[tuple[str, ...], ...]
+    student: tuple[tuple[str, ...], ...]
+    local: tuple[tuple[str, ...], ...]
+
+    def used(self) -> set[str]:
+        """Every sensor some view of the sample uses."""
+        return {s for group in (self.teacher, self.student, self.local) for d in group for s in d}
+
+    def bounds(self) -> Box:
+        """The smallest box holding every crop box (what has to be read from the tile)."""
+        boxes = (*self.g_boxes, *self.l_boxes)
+        top, left = min(b[0] for b in boxes), min(b[1] for b in boxes)
+        bottom, right = max(b[0] + b[2] for b in boxes), max(b[1] + b[3] for b in boxes)
+        return top, left, bottom - top, right - left
+
+
+def plan_views(
+    cfg: MultiCropConfig,
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    available: Sequence[str],
+) -> ViewPlan:
+    """Draw one sample's crop boxes, flips and sensors from ``rng`` (the order is fixed: global
+    boxes and flips, local ones, then the teacher's, the student's and the local sensor draws),
+    so the per-sample and the batched multi-crop give the same views for the same generator."""
+
+    def plan(scale: tuple[float, float]) -> tuple[Box, bool]:
+        box = random_resized_box(rng, height, width, scale, cfg.ratio)
+        return box, bool(rng.random() < cfg.flip_p)
+
+    def draw() -> tuple[str, ...]:
+        return draw_sensors(rng, available, cfg.sensor_draw, cfg.keep_p)
+
+    g = [plan(cfg.global_scale) for _ in range(cfg.n_global)]
+    loc = [plan(cfg.local_scale) for _ in range(cfg.n_local)]
+    teacher = tuple(draw() for _ in g)
+    student = tuple(draw() for _ in g)
+    local = tuple(draw() for _ in loc)
+    return ViewPlan(
+        tuple(b for b, _ in g),
+        tuple(f for _, f in g),
+        tuple(b for b, _ in loc),
+        tuple(f for _, f in loc),
+        teacher,
+        student,
+        local,
+    )
 
 
 def _view(crop: Mapping[str, torch.Tensor], sensors: tuple[str, ...]) -> dict[str, object]:

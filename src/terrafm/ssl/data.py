@@ -116,16 +116,17 @@ class LoaderSource:
 
 
 def build_source(cfg: PretrainConfig, info: DistInfo) -> LoaderSource:
-    """The Major-TOM / GeoTIFF-folder loader of ``cfg.data`` for this rank."""
+    """The loader of ``cfg.data`` for this rank: the shard store ``data.shards`` when set (views
+    cut batched on ``data.augment_device``), else the Major-TOM / GeoTIFF-folder ``data.root``."""
     from terrafm.data.loader import CurationConfig, QualityConfig, build_pretrain_loader
     from terrafm.data.multicrop import MultiCropConfig
 
     d = cfg.data
-    if d.root is None:
+    if d.root is None and d.shards is None:
         raise ValueError(
-            "data.root is not set: pass data.root=DIR (a Major-TOM root or GeoTIFF folder)"
+            "data.root is not set: pass data.root=DIR (a Major-TOM root or GeoTIFF folder) "
+            "or data.shards=DIR (a store written by `terrafm prepare`)"
         )
-    roots = [d.root] if isinstance(d.root, str) else list(d.root)
     sensors, draw = sensor_plan(cfg)
     views = MultiCropConfig(
         global_size=d.global_size,
@@ -137,10 +138,7 @@ def build_source(cfg: PretrainConfig, info: DistInfo) -> LoaderSource:
         sensor_draw=draw,
         keep_p=d.keep_prob,
     )
-    loader = build_pretrain_loader(
-        roots,
-        sensors,
-        d.batch_size,
+    common: dict[str, Any] = dict(
         views=views,
         curation=CurationConfig(
             ocean_keep=d.ocean_keep,
@@ -158,6 +156,18 @@ def build_source(cfg: PretrainConfig, info: DistInfo) -> LoaderSource:
         pin_memory=d.pin_memory and info.device.type == "cuda",
         persistent_workers=d.num_workers > 0,
     )
+    if d.shards is not None:
+        from terrafm.data.shards import build_shard_loader
+
+        augment: str = d.augment_device
+        if augment == "auto":  # the training device, when it is an accelerator
+            augment = str(info.device) if info.device.type == "cuda" else "cpu"
+        return LoaderSource(
+            build_shard_loader(d.shards, sensors, d.batch_size, augment_device=augment, **common)
+        )
+    assert d.root is not None
+    roots = [d.root] if isinstance(d.root, str) else list(d.root)
+    loader = build_pretrain_loader(roots, sensors, d.batch_size, **common)
     if d.cache_mb > 0:
         loader.dataset.tiles = TileCache(loader.dataset.tiles, d.cache_mb * 2**20)  # type: ignore[assignment]
     return LoaderSource(loader)

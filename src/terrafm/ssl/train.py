@@ -81,6 +81,7 @@ RESUMABLE_CHANGES = (
     "data.num_workers",
     "data.pin_memory",
     "data.root",  # the data may move; its content and order must not change
+    "data.shards",  # the store may move too
 )
 
 

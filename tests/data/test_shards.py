@@ -1,0 +1,320 @@
+"""Training shards: prepare (resumable, bad rows counted), crop-window reads, and views equal to
+the parquet path's on the same sample keys (within the storage quantisation)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from fake_majortom import make_root, rewrite_image_file
+
+from terrafm.data.batch_multicrop import BatchMultiCrop, aa_weights
+from terrafm.data.loader import CurationConfig, build_pretrain_dataset, build_pretrain_loader
+from terrafm.data.multicrop import MultiCropConfig, collate_views
+from terrafm.data.shards import (
+    ENCODINGS,
+    ShardStore,
+    build_shard_dataset,
+    build_shard_loader,
+    collate_raw,
+    decode,
+    prepare_shards,
+)
+from terrafm.data.sources import MajorTomSource
+from terrafm.sensors import get_sensor
+
+SENSORS = ("s1", "s2_l1c", "s2_l2a")
+VIEWS = MultiCropConfig(global_size=16, local_size=16, n_local=2)
+
+
+def _bound(sensor: str) -> float:
+    """Largest difference of a z-scored view value due to storage: half a stored step over the
+    smallest band std, plus float rounding."""
+    return 0.5 * ENCODINGS[sensor].scale / min(get_sensor(sensor).stats.std) + 1e-4
+
+
+@pytest.fixture(scope="module")
+def store(mt_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("shards") / "store"
+    report = prepare_shards([mt_root], out, SENSORS, tiles_per_shard=3)
+    assert report.tiles == 20 and report.shards == 7 and report.written == 7
+    assert not report.skipped
+    return out
+
+
+def _compare(a: dict, b: dict) -> None:  # type: ignore[type-arg]
+    assert torch.equal(a["index"], b["index"]) and torch.equal(a["landcover"], b["landcover"])
+    for key in ("teacher", "student_global", "student_local"):
+        assert len(a[key]) == len(b[key])
+        for va, vb in zip(a[key], b[key]):
+            for s in SENSORS:
+                assert torch.equal(va["masks"][s], vb["masks"][s]), (key, s)
+                diff = (va["inputs"][s] - vb["inputs"][s]).abs().max().item()
+                assert diff <= _bound(s), (key, s, diff)
+
+
+def test_aa_weights_equal_interpolate() -> None:
+    g = torch.Generator().manual_seed(0)
+    for n_in, n_out in [(5, 16), (24, 16), (37, 96), (119, 96), (224, 224), (534, 224), (300, 96)]:
+        x = torch.randn(1, 2, n_in, n_in + 3, generator=g, dtype=torch.float64)
+        ref = F.interpolate(x, size=(n_out, n_out), mode="bilinear", antialias=True)
+        r = torch.from_numpy(aa_weights(n_in, n_out)).double()
+        c = torch.from_numpy(aa_weights(n_in + 3, n_out)).double()
+        # the weights are float32: equal to PyTorch's up to their rounding
+        torch.testing.assert_close(r @ x @ c.T, ref, rtol=0, atol=1e-6)
+
+
+def test_stored_tiles_decode_to_the_reader_tiles(mt_root: Path, store: Path) -> None:
+    st = ShardStore(store)
+    src = MajorTomSource(mt_root, SENSORS)
+    for cell in (0, 3):
+        for tile in range(4):
+            ref, errors = src.read_tile(cell, tile, SENSORS)
+            assert not errors
+            row = st.row(0, cell, tile)
+            data, valid = st.read(row, SENSORS, (0, 0, st.tile_size, st.tile_size))
+            for k, s in enumerate(SENSORS):
+                np.testing.assert_array_equal(valid[k], ref[s].valid)
+                got = decode(s, data[s])
+                step = ENCODINGS[s].scale
+                assert np.abs(got - ref[s].data)[:, ref[s].valid].max() <= step / 2 + 1e-3
+                # 10 m bands of S2 are integers: stored exactly
+                if s != "s1":
+                    np.testing.assert_array_equal(got[1], ref[s].data[1])  # B02
+
+
+def test_crop_window_reads_equal_slicing_the_full_tile(mt_root: Path, tmp_path: Path) -> None:
+    # 24 px tiles in 10 px chunks (the last one partly outside the tile): windows cross chunks
+    prepare_shards([mt_root], tmp_path / "s", SENSORS, tiles_per_shard=4, chunk=10)
+    st, ref = ShardStore(tmp_path / "s"), ShardStore(tmp_path / "s", direct=False)
+    assert st.attrs["chunk"] == 10
+    rng = np.random.default_rng(0)
+    for row in (2, 13):
+        full, full_valid = ref.read(row, SENSORS, (0, 0, 24, 24))
+        for _ in range(10):
+            top, left = (int(v) for v in rng.integers(0, 20, 2))
+            h, w = int(rng.integers(1, 24 - top + 1)), int(rng.integers(1, 24 - left + 1))
+            for store in (st, ref):  # the direct chunk reader and zarr's own
+                data, valid = store.read(row, ["s2_l2a", "s1"], (top, left, h, w))
+                for s in ("s2_l2a", "s1"):
+                    want = full[s][:, top : top + h, left : left + w]
+                    np.testing.assert_array_equal(data[s], want)
+                want_v = full_valid[[2, 0], top : top + h, left : left + w]
+                np.testing.assert_array_equal(valid, want_v)
+
+
+@pytest.mark.parametrize("resize", ["interpolate", "matmul"])
+def test_views_equal_the_parquet_path_on_the_same_keys(
+    mt_root: Path, store: Path, resize: str
+) -> None:
+    ref = build_pretrain_dataset([mt_root], SENSORS, views=VIEWS, seed=3)
+    shards = build_shard_dataset(store, SENSORS, views=VIEWS, seed=3)
+    assert len(ref) == len(shards) == 20
+    assert np.array_equal(ref.tiles.strata(), shards.tiles.strata())
+    augment = BatchMultiCrop(VIEWS, SENSORS, ENCODINGS, "cpu", resize=resize)
+    keys = [(i, 2, 40 + i) for i in range(len(ref))]
+    for lo in range(0, 20, 5):
+        batch = keys[lo : lo + 5]
+        a = collate_views([ref[k] for k in batch], SENSORS)
+        b = augment(collate_raw([shards[k] for k in batch], SENSORS))
+        _compare(a, b)
+
+
+def test_loader_batches_match_and_resume_exactly(mt_root: Path, store: Path) -> None:
+    kw = {"views": VIEWS, "seed": 1, "samples_per_epoch": 12}
+    parquet = build_pretrain_loader([mt_root], SENSORS, 4, **kw)  # type: ignore[arg-type]
+    shard = build_shard_loader(store, SENSORS, 4, augment_device="cpu", **kw)  # type: ignore[arg-type]
+    parquet.set_epoch(1)
+    shard.set_epoch(1)
+    a, b = list(parquet), list(shard)
+    assert len(a) == len(b) == 3
+    for x, y in zip(a, b):
+        _compare(x, y)
+    # resume after one batch, with a worker: the remaining batches are identical
+    resumed = build_shard_loader(
+        store,
+        SENSORS,
+        4,
+        augment_device="cpu",
+        num_workers=1,
+        **kw,  # type: ignore[arg-type]
+    )
+    state = shard.state_dict()
+    state["sampler"]["position"] = 4  # type: ignore[index]
+    resumed.load_state_dict(state)
+    resumed.set_epoch(1)
+    rest = list(resumed)
+    assert len(rest) == 2
+    for x, y in zip(b[1:], rest):
+        assert torch.equal(x["index"], y["index"])
+        for v, w in zip(x["student_local"], y["student_local"]):
+            for s in SENSORS:
+                assert torch.equal(v["inputs"][s], w["inputs"][s])
+
+
+def test_interrupted_prepare_resumes(mt_root: Path, store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "store"
+    first = prepare_shards([mt_root], out, SENSORS, tiles_per_shard=3, max_shards=2)
+    assert first.written == 2 and not (out / "tiles.parquet").exists()
+    with pytest.raises(ValueError, match="incomplete"):
+        ShardStore(out)
+    second = prepare_shards([mt_root], out, SENSORS, tiles_per_shard=3)
+    assert second.written == 5
+    assert prepare_shards([mt_root], out, SENSORS, tiles_per_shard=3).written == 0
+    a, b = ShardStore(out), ShardStore(store)
+    for row in (0, 7, 19):
+        x, xv = a.read(row, SENSORS, (0, 0, 24, 24))
+        y, yv = b.read(row, SENSORS, (0, 0, 24, 24))
+        assert all(np.array_equal(x[s], y[s]) for s in SENSORS) and np.array_equal(xv, yv)
+    with pytest.raises(ValueError, match="other sources or settings"):
+        prepare_shards([mt_root], out, ["s1"], tiles_per_shard=3)
+    with pytest.raises(ValueError, match="not a shard store"):  # e.g. the source root itself
+        prepare_shards([mt_root], mt_root, SENSORS)
+    assert (mt_root / "S2L2A" / "metadata.parquet").exists()
+
+
+@pytest.mark.slow
+def test_worker_processes_write_the_same_store(mt_root: Path, store: Path, tmp_path: Path) -> None:
+    report = prepare_shards([mt_root], tmp_path / "p", SENSORS, tiles_per_shard=3, workers=2)
+    assert report.written == 7
+    a, b = ShardStore(tmp_path / "p"), ShardStore(store)
+    for row in range(20):
+        x, xv = a.read(row, SENSORS, (0, 0, 24, 24))
+        y, yv = b.read(row, SENSORS, (0, 0, 24, 24))
+        assert all(np.array_equal(x[s], y[s]) for s in SENSORS) and np.array_equal(xv, yv)
+
+
+def test_corrupt_row_is_skipped_counted_and_named(tmp_path: Path) -> None:
+    root = make_root(
+        tmp_path / "mt", ["1U_1R", "1U_2R", "2U_1R"], size=32, products=("S2L2A", "S1RTC")
+    )
+    rewrite_image_file(
+        root / "S1RTC" / "images" / "part_00000.parquet",
+        lambda i, r: {**r, "vh": b"II*\x00garbage" if i == 2 else r["vh"]},
+    )
+    sensors = ["s1", "s2_l2a"]
+    report = prepare_shards([root], tmp_path / "store", sensors, tiles_per_shard=4)
+    assert report.skipped == {"corrupt_geotiff": 4}  # the four tiles of cell 2U_1R
+    assert any("row group 2 cell 2U_1R tile 0 band vh" in m for m in report.messages)
+    assert "corrupt_geotiff=4" in report.format()
+    views = MultiCropConfig(global_size=16, local_size=16, n_local=1)
+    kw = {"views": views, "seed": 0}
+    parquet = build_pretrain_loader([root], sensors, 4, **kw)  # type: ignore[arg-type]
+    shard = build_shard_loader(tmp_path / "store", sensors, 4, augment_device="cpu", **kw)  # type: ignore[arg-type]
+    seen_p = [i for b in parquet for i in b["index"].tolist()]
+    seen_s = [i for b in shard for i in b["index"].tolist()]
+    assert seen_p == seen_s
+    bad = {i for i, r in enumerate(shard.dataset.tiles.refs) if r.name.startswith("2U_1R")}
+    assert not set(seen_s) & bad
+    assert shard.skip_log.counts == parquet.skip_log.counts
+    assert shard.skip_log.counts["corrupt_geotiff"] >= 1
+
+    def plain(messages: list[str]) -> list[str]:  # GDAL names the bytes with a random file name
+        return [re.sub(r"[0-9a-f-]{36}\.tif", "X.tif", m) for m in messages]
+
+    assert plain(shard.skip_log.messages) == plain(parquet.skip_log.messages)
+
+
+def test_prepare_cli(mt_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from terrafm.cli import main
+
+    out = tmp_path / "cli"
+    assert main(["prepare", str(mt_root), "--out", str(out), "--sensors", "s1", "s2_l2a"]) == 0
+    text = capsys.readouterr().out
+    assert "prepared 20 tiles in 2 shards" in text
+    attrs = json.loads((out / "zarr.json").read_text())["attributes"]
+    assert attrs["complete"] and attrs["sensors"] == ["s1", "s2_l2a"]
+    assert attrs["encodings"]["s1"] == {"scale": 1 / 256, "offset": -128.0, "dtype": "uint16"}
+
+
+def test_store_errors_name_what_is_wrong(mt_root: Path, tmp_path: Path) -> None:
+    from terrafm.data.batch_multicrop import resolve_device
+
+    prepare_shards([mt_root], tmp_path / "s1only", ["s1"], tiles_per_shard=20)
+    with pytest.raises(ValueError, match=r"s1only has no \['s2_l1c'\] \(it holds \['s1'\]\)"):
+        build_shard_dataset(tmp_path / "s1only", ["s1", "s2_l1c"])
+    with pytest.raises(FileNotFoundError, match="no shard store"):
+        ShardStore(tmp_path / "nowhere")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="augment device"):
+        resolve_device("tpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_one_any_sensor_store_serves_both_pairings(tmp_path: Path) -> None:
+    cells, sensors = ["1U_1R", "1U_2R", "2U_1R"], ["s1", "s2_l2a"]
+    root = make_root(tmp_path, cells, size=32, products=("S2L2A",))
+    make_root(tmp_path, cells[:2], size=32, products=("S1RTC",))  # S1 lacks 2U_1R
+    out = tmp_path / "store"
+    prepare_shards(
+        [root], out, sensors, curation=CurationConfig(require_all=False), tiles_per_shard=4
+    )
+    views = MultiCropConfig(global_size=16, local_size=16, n_local=1)
+    augment = BatchMultiCrop(views, sensors, ENCODINGS, "cpu")
+    for require_all, n_tiles in ((True, 8), (False, 12)):
+        cur = CurationConfig(require_all=require_all)
+        ref = build_pretrain_dataset([root], sensors, views=views, curation=cur, seed=2)
+        got = build_shard_dataset(out, sensors, views=views, curation=cur, seed=2)
+        assert len(ref) == len(got) == n_tiles
+        keys = [(i, 0, i) for i in range(n_tiles)]
+        a = collate_views([ref[k] for k in keys], sensors)
+        b = augment(collate_raw([got[k] for k in keys], sensors))
+        assert torch.equal(a["index"], b["index"])
+        for va, vb in zip(a["student_local"] + a["teacher"], b["student_local"] + b["teacher"]):
+            for s in sensors:
+                assert torch.equal(va["masks"][s], vb["masks"][s])
+                assert (va["inputs"][s] - vb["inputs"][s]).abs().max() <= _bound(s)
+
+
+def test_store_read_through_an_fsspec_url(store: Path) -> None:
+    # An object store as fsspec sees it: the store uploaded to the in-memory filesystem.
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.put(str(store), "/shards-test-bucket/store", recursive=True)
+    try:
+        remote = build_shard_dataset("memory://shards-test-bucket/store", SENSORS, views=VIEWS)
+        local = build_shard_dataset(store, SENSORS, views=VIEWS)
+        for key in [(3, 0, 1), (17, 1, 5)]:
+            a, b = remote[key], local[key]
+            assert a["plan"] == b["plan"] and a["index"] == b["index"]
+            assert all(np.array_equal(a["raw"][s], b["raw"][s]) for s in b["raw"])
+            assert all(np.array_equal(a["valid"][s], b["valid"][s]) for s in b["valid"])
+    finally:
+        fs.rm("/shards-test-bucket", recursive=True)
+
+
+def test_real_sen1floods11_chip_round_trip(real_data: Path, tmp_path: Path) -> None:
+    from terrafm.data.folder import GeoTiffFolderSource, RasterScene
+
+    chip = real_data / "sen1floods11-sample"
+    files = {
+        "s2_l1c": sorted(str(p) for p in (chip / "S2").glob("*.tif")),
+        "s1": sorted(str(p) for p in (chip / "S1").glob("*.tif")),
+    }
+    sensors = ["s1", "s2_l1c"]
+
+    def source() -> GeoTiffFolderSource:
+        scene = RasterScene("Spain", files, s1_unit="dB")
+        return GeoTiffFolderSource([scene], sensors, tile_size=256)
+
+    cur = CurationConfig(tile_size=256)
+    report = prepare_shards([source()], tmp_path / "s", sensors, curation=cur)
+    assert report.tiles == 4 and not report.skipped  # 512 px chip -> four 256 px tiles
+    views = MultiCropConfig(global_size=64, local_size=32, n_local=2)
+    ref = build_pretrain_dataset([source()], sensors, views=views, curation=cur, seed=1)
+    got = build_shard_dataset(tmp_path / "s", sensors, views=views, curation=cur, seed=1)
+    keys = [(i, 0, i) for i in range(4)]
+    a = collate_views([ref[k] for k in keys], sensors)
+    b = BatchMultiCrop(views, sensors, ENCODINGS)(collate_raw([got[k] for k in keys], sensors))
+    for va, vb in zip(a["teacher"] + a["student_local"], b["teacher"] + b["student_local"]):
+        for s in sensors:
+            assert torch.equal(va["masks"][s], vb["masks"][s])
+            assert (va["inputs"][s] - vb["inputs"][s]).abs().max() <= _bound(s)
