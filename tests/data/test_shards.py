@@ -18,6 +18,7 @@ from terrafm.data.loader import CurationConfig, build_pretrain_dataset, build_pr
 from terrafm.data.multicrop import MultiCropConfig, collate_views
 from terrafm.data.shards import (
     ENCODINGS,
+    ShardError,
     ShardStore,
     build_shard_dataset,
     build_shard_loader,
@@ -238,7 +239,7 @@ def test_store_errors_name_what_is_wrong(mt_root: Path, tmp_path: Path) -> None:
     prepare_shards([mt_root], tmp_path / "s1only", ["s1"], tiles_per_shard=20)
     with pytest.raises(ValueError, match=r"s1only has no \['s2_l1c'\] \(it holds \['s1'\]\)"):
         build_shard_dataset(tmp_path / "s1only", ["s1", "s2_l1c"])
-    with pytest.raises(FileNotFoundError, match="no shard store"):
+    with pytest.raises(ShardError, match="no shard store"):
         ShardStore(tmp_path / "nowhere")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):

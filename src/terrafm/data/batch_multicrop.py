@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from terrafm.data.multicrop import Box, MultiCropConfig, ViewPlan
+from terrafm.errors import ConfigError
 from terrafm.sensors import get_sensor
 
 __all__ = ["BatchMultiCrop", "Encoding", "aa_weights", "resolve_device"]
@@ -73,9 +74,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"data.augment_device={name!r} but no CUDA device is available")
+        raise ConfigError(f"data.augment_device={name!r} but no CUDA device is available")
     if name != "cpu" and not name.startswith("cuda"):
-        raise ValueError(f"augment device must be 'auto', 'cpu' or 'cuda', got {name!r}")
+        raise ConfigError(f"augment device must be 'auto', 'cpu' or 'cuda', got {name!r}")
     return torch.device(name)
 
 

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from terrafm.data.curation import TileRef, TileTable
 from terrafm.data.multicrop import MultiCrop
 from terrafm.data.sampling import SampleKey
-from terrafm.data.skips import SampleError
+from terrafm.data.skips import SampleError, TooManyBadSamples
 from terrafm.data.tiles import TileSource, finish_tile
 from terrafm.sensors import get_sensor
 
@@ -155,7 +155,7 @@ class MultiCropDataset(Dataset[dict[str, object]]):
                 sub = np.random.default_rng([self.seed, epoch, pos, attempt + 1, 0xBAD])
                 index = int(sub.integers(len(self.tiles)))
         else:
-            raise RuntimeError(
+            raise TooManyBadSamples(
                 f"{self.max_retries + 1} consecutive unusable tiles; last errors: "
                 + "; ".join(str(e) for e in errors[-3:])
             )

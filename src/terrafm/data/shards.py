@@ -45,19 +45,21 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from terrafm.checkpoint import atomic_write
 from terrafm.data.batch_multicrop import BatchMultiCrop, Encoding, resolve_device
 from terrafm.data.curation import TileTable, curate
 from terrafm.data.landcover import LandCover
 from terrafm.data.multicrop import MultiCropConfig, ViewPlan, plan_views
 from terrafm.data.sampling import SampleKey, StratifiedSampler
-from terrafm.data.skips import SampleError
+from terrafm.data.skips import SampleError, TooManyBadSamples
 from terrafm.data.tiles import CellInfo, SensorTile, TileSource
+from terrafm.errors import DataError
+from terrafm.outputs import atomic_write
 from terrafm.sensors import get_sensor
 
 __all__ = [
     "ENCODINGS",
     "PrepareReport",
+    "ShardError",
     "ShardStore",
     "ShardTiles",
     "ShardViewDataset",
@@ -67,6 +69,11 @@ __all__ = [
     "encode",
     "prepare_shards",
 ]
+
+
+class ShardError(DataError, ValueError):
+    """A shard store that cannot be written or read (missing, incomplete, other settings)."""
+
 
 log = logging.getLogger("terrafm.data")
 
@@ -256,7 +263,7 @@ def _probe_tile_size(
         got, _ = sources[si].read_tile(ci, t, [s for s in sensors if s in cells[si][ci].sensors])
         for st in got.values():
             return int(max(st.data.shape[-2:]))
-    raise ValueError(
+    raise ShardError(
         "no readable tile among the first 64: cannot tell the tile size; pass tile_size"
     )
 
@@ -405,7 +412,7 @@ def prepare_shards(
     cells = [list(s.cells()) for s in sources]
     tiles = _Tiles(cells)
     if not len(tiles):
-        raise ValueError("no cells to prepare: the sources are empty or no cell has every sensor")
+        raise ShardError("no cells to prepare: the sources are empty or no cell has every sensor")
     out = Path(out)
     settings = {
         "sources": [s.name for s in sources],
@@ -431,14 +438,14 @@ def prepare_shards(
         if attrs.get("format") != FORMAT or attrs.get("settings") != json.loads(
             json.dumps(settings)
         ):
-            raise ValueError(
+            raise ShardError(
                 f"{out} already holds a shard store prepared from other sources or settings "
                 f"({attrs.get('settings')}); choose another output folder"
             )
         size = int(attrs["tile_size"])
     else:
         if out.exists() and any(out.iterdir()):  # never write a store over other files
-            raise ValueError(f"{out} exists and is not a shard store: choose an empty folder")
+            raise ShardError(f"{out} exists and is not a shard store: choose an empty folder")
         # Folder scenes smaller than a tile give smaller tiles: the configured size bounds them.
         folders = any(hasattr(src, "_scenes") for src in sources)
         size = tile_size or max(
@@ -676,12 +683,12 @@ class ShardStore:
         try:
             group = _open_group(self.url, "r", self.storage_options)
         except Exception as e:
-            raise FileNotFoundError(f"no shard store at {self.url}: {e}") from None
+            raise ShardError(f"no shard store at {self.url}: {e}") from None
         attrs = dict(group.attrs)
         if attrs.get("format") != FORMAT:
-            raise ValueError(f"{self.url} is not a terrafm shard store (attributes {attrs})")
+            raise ShardError(f"{self.url} is not a terrafm shard store (attributes {attrs})")
         if not attrs.get("complete"):
-            raise ValueError(
+            raise ShardError(
                 f"shard store {self.url} is incomplete: rerun `terrafm prepare` to finish it"
             )
         self.attrs = attrs
@@ -692,7 +699,7 @@ class ShardStore:
         self.cells = _cells_from_table(cells, len(self.source_names))
         tiles = self._table("tiles.parquet").sort_values("index")
         if not np.array_equal(tiles["index"].to_numpy(), np.arange(len(tiles))):
-            raise ValueError(f"{self.url}/tiles.parquet does not list tiles 0..{len(tiles) - 1}")
+            raise ShardError(f"{self.url}/tiles.parquet does not list tiles 0..{len(tiles) - 1}")
         self.height = tiles["height"].to_numpy(np.int32)
         self.width = tiles["width"].to_numpy(np.int32)
         # Compact per-tile facts (millions of tiles): the sensors read, as a bit mask in read
@@ -787,7 +794,7 @@ class ShardTiles:
         cells: list[list[int]] | None = None,
     ) -> None:
         if not len(refs):
-            raise ValueError("no tiles to read: every cell was curated out or the store is empty")
+            raise ShardError("no tiles to read: every cell was curated out or the store is empty")
         self.cells = cells
         self.store = store
         self.sensors = tuple(sensors)
@@ -920,7 +927,7 @@ class ShardViewDataset(Dataset[dict[str, object]]):
                 sub = np.random.default_rng([self.seed, epoch, pos, attempt + 1, 0xBAD])
                 index = int(sub.integers(len(self.tiles)))
         else:
-            raise RuntimeError(
+            raise TooManyBadSamples(
                 f"{self.max_retries + 1} consecutive unusable tiles; last errors: "
                 + "; ".join(str(e) for e in errors[-3:])
             )
@@ -1000,7 +1007,7 @@ def build_shard_dataset(
     store = ShardStore(path, storage_options)
     missing = [s for s in sensors if s not in store.sensors]
     if missing:
-        raise ValueError(
+        raise ShardError(
             f"shard store {store.url} has no {missing} (it holds {list(store.sensors)})"
         )
     # The store's cells restricted to the requested sensors; with require_all, cells lacking
@@ -1085,7 +1092,7 @@ def build_shard_loader(
         balance=balance,
     )
     if len(sampler) < batch_size:
-        raise ValueError(
+        raise ShardError(
             f"rank {rank} gets {len(sampler)} samples per epoch, fewer than batch_size {batch_size}"
         )
     device = resolve_device(augment_device)

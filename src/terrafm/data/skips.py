@@ -2,7 +2,7 @@
 
 Corrupt row groups or GeoTIFFs, missing band columns, a cell missing a sensor, all-no-data tiles and
 NaNs never reach the model: the dataset skips them with a logged reason and counts them here, or
-raises :class:`SampleError` when configured to fail fast (issue 3, "Bad input").
+raises :class:`SampleError` when configured to fail fast (docs/data.md, "Bad input").
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from terrafm.errors import DataError
 
-__all__ = ["SampleError", "SkipLog"]
+__all__ = ["SampleError", "SkipLog", "TooManyBadSamples"]
 
 log = logging.getLogger("terrafm.data")
 
@@ -34,6 +34,10 @@ class SampleError(DataError):
         self.reason = reason
         self.where = where
         self.detail = detail
+
+
+class TooManyBadSamples(DataError, RuntimeError):
+    """More consecutive unusable samples than the loader tolerates (``max_retries``)."""
 
 
 @dataclass
