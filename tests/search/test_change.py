@@ -84,7 +84,7 @@ def test_different_grids_or_models_are_errors(scenes, tmp_path):
     shifted = _copy(scenes.tif("orig"), tmp_path / "s.tif", transform=t @ t.translation(1, 0))
     with pytest.raises(ChangeError, match="not on the same grid: transform"):
         change_map(scenes.tif("orig"), shifted, tmp_path / "d.tif")
-    with pytest.raises(IdentityError, match="different models.*weights"):
+    with pytest.raises(IdentityError, match=r"different models.*weights"):
         change_map(scenes.tif("orig"), scenes.tif("other"), tmp_path / "d.tif")
     relabel = _copy(scenes.tif("orig"), tmp_path / "r.tif", tags={"TERRAFM_MODEL": "terrafm_base"})
     with pytest.raises(IdentityError, match="model 'terrafm_tiny' vs 'terrafm_base'"):

@@ -141,7 +141,7 @@ def test_cross_sensor_query_s1_against_s2(index, scenes):
     """An S1-only window (same model and weights) queries the S2 index; scores are exact cosines."""
     q = window_query(index, [(str(scenes.table("s1")), 9)])
     assert q.sensors == ("s1",) and index.identity.sensors == ("s2_l1c",)
-    ids, scores = index.search(q.vector, 5)
+    _, scores = index.search(q.vector, 5)
     s1 = pq.read_table(scenes.table("s1"))
     v = np.array(s1.column("embedding").to_pylist()[s1.column("window_id").to_pylist().index(9)])
     ref = _cos_all(scenes.table("orig")) @ (v / np.linalg.norm(v))
@@ -212,6 +212,9 @@ def test_approximate_kinds_reach_their_measured_recall(kind, tmp_path):
     got = np.stack([ix.search(v, 10)[0] for v in q])
     measured = recall_at_k(got, exact)
     assert measured == pytest.approx(rep.recall, abs=0.08)  # the build's estimate is honest
+    allowed = np.arange(0, len(x), 7)  # a filter on an approximate index
+    ids, _ = ix.search(q[0], 10, allowed=allowed)
+    assert len(ids) and set(ids.tolist()) <= set(allowed.tolist())
     if kind == "ivf-pq":  # 4 bytes per vector at this width: low recall, and the build says so
         assert rep.notes and "< target" in rep.notes[0]
     else:

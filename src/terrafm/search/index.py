@@ -73,7 +73,8 @@ def make_index(kind: str, dim: int, nlist: int, pq_m: int | None = None) -> fais
     index = faiss.index_factory(dim, f"IVF{nlist},{storage}", ip)
     if kind == "ivf-pq":
         # polysemous codes (Hamming pre-filtering) cost most of the training time and are not used
-        faiss.downcast_index(index).do_polysemous_training = False
+        ivfpq: Any = faiss.downcast_index(index)
+        ivfpq.do_polysemous_training = False
     return index
 
 
@@ -372,7 +373,7 @@ class SearchIndex:
         return self.rows.column(name).to_numpy(zero_copy_only=False)
 
     def in_bbox(self, bbox: Sequence[float]) -> np.ndarray:
-        """Ids of the windows whose lon/lat footprint intersects ``(minlon, minlat, maxlon, maxlat)``."""
+        """Ids of the windows whose lon/lat footprint overlaps ``(minlon, minlat, maxlon, maxlat)``."""
         x0, y0, x1, y1 = bbox
         cand = np.flatnonzero(
             (self.column("minlon") <= x1)
@@ -381,13 +382,15 @@ class SearchIndex:
             & (self.column("maxlat") >= y0)
         )
         geoms = shapely.from_wkb(self.rows.column("geometry_lonlat").take(cand).to_numpy(False))
-        return cand[shapely.intersects(geoms, shapely.box(x0, y0, x1, y1))]
+        box = shapely.box(x0, y0, x1, y1)
+        # sharing an edge with the box is not being in it
+        return cand[shapely.intersects(geoms, box) & ~shapely.touches(geoms, box)]
 
-    def vectors(self, ids: Sequence[int]) -> np.ndarray:
+    def vectors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """Unit-normalised embeddings of indexed windows, read exactly from their source tables."""
-        ids = np.asarray(ids, np.int64)
-        tab, pos = self.column("table")[ids], self.column("pos")[ids]
-        out = np.zeros((len(ids), self.identity.dim), np.float32)
+        idx = np.asarray(ids, np.int64)
+        tab, pos = self.column("table")[idx], self.column("pos")[idx]
+        out = np.zeros((len(idx), self.identity.dim), np.float32)
         for t in np.unique(tab):
             sel = tab == t
             out[sel] = self.table(int(t)).embeddings()[pos[sel]]
@@ -422,13 +425,12 @@ class SearchIndex:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         sel = None if allowed is None else faiss.IDSelectorBatch(np.asarray(allowed, np.int64))
         if self.meta["kind"] == "flat":
-            params: faiss.SearchParameters | None = (
-                None if sel is None else faiss.SearchParameters(sel=sel)
-            )
+            params = faiss.SearchParameters()
         else:
-            params = faiss.SearchParametersIVF(
-                sel=sel, nprobe=int(nprobe or self.meta["nprobe"] or 1)
-            )
+            params = faiss.SearchParametersIVF()
+            params.nprobe = int(nprobe or self.meta["nprobe"] or 1)
+        if sel is not None:
+            params.sel = sel  # ``sel`` stays referenced here until the search returns
         scores, ids = self.index.search(q, k, params=params)
         keep = ids[0] >= 0
         if min_score is not None:

@@ -64,7 +64,9 @@ def _mean(vectors: np.ndarray) -> np.ndarray:
 
 def window_query(index: SearchIndex, windows: Sequence[tuple[str, int]]) -> Query:
     """Positives given as ``(table, window_id)``: tables may be indexed or not, same model."""
-    vecs, ids, sensors = [], [], set()
+    vecs: list[np.ndarray] = []
+    ids: list[int] = []
+    sensors: set[str] = set()
     urls = {t["url"]: i for i, t in enumerate(index.tables)}
     for url, wid in windows:
         t = open_table(url)
@@ -239,7 +241,9 @@ def score_maps(
         img = Image.fromarray((rgba * 255).round().astype(np.uint8), "RGBA")
         scale = max(1, 256 // max(grid.shape))  # tiny scenes: enlarge, one block per pixel
         if scale > 1:
-            img = img.resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST)
+            img = img.resize(
+                (grid.shape[1] * scale, grid.shape[0] * scale), Image.Resampling.NEAREST
+            )
         stem = Path(str(index.tables[i]["url"]).rstrip("/")).name.removesuffix(".parquet")
         path = out_dir / f"{i:03d}_{stem}_scores.png"
         img.save(path)
