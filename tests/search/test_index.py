@@ -168,6 +168,12 @@ def test_tables_from_fsspec_urls(scenes, tmp_path):
     q = window_query(ix, [("memory://search-test/orig.parquet", 5)])
     assert q.positives.tolist() == [5] and ix.search(q.vector, 1)[0].tolist() == [5]
     assert ix.vectors([5]).shape == (1, 96)
+    fs.pipe("/search-test/copy.parquet", scenes.table("orig").read_bytes())
+    rep = build_index(["memory://search-test/*.parquet"], tmp_path / "g")  # a glob
+    assert (rep.tables, rep.count) == (2, 128)
+    urls = [t["url"] for t in SearchIndex(tmp_path / "g").tables]
+    assert all(u.startswith("memory://") for u in urls)
+    assert [u.rsplit("/", 1)[1] for u in urls] == ["copy.parquet", "orig.parquet"]
 
 
 # -------------------------------------------------------------------- approximate kinds

@@ -30,7 +30,11 @@ def _window(text: str) -> tuple[str, int]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     b = sub.add_parser("build", help="build an index from embed tables (paths or fsspec URLs)")
-    b.add_argument("tables", nargs="+", help="GeoParquet tables written by terrafm embed --table")
+    b.add_argument(
+        "tables",
+        nargs="+",
+        help="GeoParquet tables written by terrafm embed --table (paths, fsspec URLs, globs)",
+    )
     b.add_argument("--index", required=True, help="index folder to write")
     b.add_argument(
         "--kind",
@@ -101,7 +105,7 @@ def _build(args: argparse.Namespace) -> int:
     )
     extra = f", nlist {r.nlist}, nprobe {r.nprobe}" if r.nlist else ""
     print(
-        f"{args.index}: {r.count} windows from {len(args.tables)} table(s), {r.kind}{extra}, "
+        f"{args.index}: {r.count} windows from {r.tables} table(s), {r.kind}{extra}, "
         f"recall@10 {r.recall:.3f} in {r.seconds:.1f}s"
     )
     for note in r.notes:

@@ -37,7 +37,14 @@ from rasterio.crs import CRS
 from rasterio.warp import transform as warp_transform
 
 from terrafm.checkpoint import atomic_write
-from terrafm.search.tables import EmbedTable, Identity, IdentityError, TableError, open_table
+from terrafm.search.tables import (
+    EmbedTable,
+    Identity,
+    IdentityError,
+    TableError,
+    expand,
+    open_table,
+)
 
 __all__ = ["EXACT_LIMIT", "KINDS", "BuildReport", "SearchIndex", "build_index", "normalize"]
 
@@ -63,6 +70,12 @@ def default_nlist(n: int) -> int:
     """Inverted-file cells: about sqrt(n) (a power of two), at least 16 and at most n / 39."""
     nlist = 2 ** round(math.log2(max(math.sqrt(n), 16)))
     return int(max(1, min(nlist, n // 39)))  # faiss wants >= 39 training points per cell
+
+
+def train_size(nlist: int) -> int:
+    """Training vectors for an inverted file: k-means wants >= 39 points per cell (64 given), and
+    a product quantiser's 256 codes per sub-space want 10k."""
+    return max(64 * nlist, 10_000)
 
 
 def make_index(kind: str, dim: int, nlist: int, pq_m: int | None = None) -> faiss.Index:
@@ -94,6 +107,7 @@ class BuildReport:
     nprobe: int | None
     recall: float | None
     seconds: float
+    tables: int = 0
     notes: list[str] = field(default_factory=list)
 
 
@@ -216,7 +230,7 @@ def build_index(
     eval_queries: int = 200,
     seed: int = 0,
 ) -> BuildReport:
-    """Build an index folder from embed tables (paths or fsspec URLs).
+    """Build an index folder from embed tables (paths or fsspec URLs, glob patterns allowed).
 
     Raises:
         TableError: a file that is not an embed table. IdentityError: tables of different models,
@@ -227,7 +241,7 @@ def build_index(
     if not tables:
         raise ValueError("no tables to index")
     t0 = time.monotonic()
-    opened = [open_table(u) for u in tables]
+    opened = [open_table(u) for u in expand(tables)]
     identity = _check_identities(opened, mixed_sensors)
     n = sum(t.rows for t in opened)
     if n == 0:
@@ -237,14 +251,13 @@ def build_index(
     dim = identity.dim
     rng = np.random.default_rng(seed)
     approx = kind != "flat"
-    report = BuildReport(n, kind, None, None, None, 0.0)
+    report = BuildReport(n, kind, None, None, None, 0.0, len(opened))
     if approx:
         report.nlist = nlist or default_nlist(n)
         if n < 39 * report.nlist:
             raise ValueError(f"{n} vectors are too few for {report.nlist} cells: use kind='flat'")
     index = make_index(kind, dim, report.nlist or 0)
-    # k-means wants >= 39 points per centroid: 64 per cell, and 10k for PQ's 256 codes
-    train = _sample_rows(opened, max(64 * (report.nlist or 1), 10_000, eval_queries), rng)
+    train = _sample_rows(opened, max(train_size(report.nlist or 1), eval_queries), rng)
     queries = train[rng.choice(len(train), size=min(eval_queries, len(train)), replace=False)]
     if approx:
         index.train(train)

@@ -10,6 +10,7 @@ the exported layer). Tables are read from local paths or any fsspec URL.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ __all__ = [
     "Identity",
     "IdentityError",
     "TableError",
+    "expand",
     "open_table",
     "read_embeddings",
     "table_identity",
@@ -70,6 +72,20 @@ class Identity:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Identity:
         return cls(d["model"], d["weights"], d["layer"], int(d["dim"]), tuple(d["sensors"]))
+
+
+def expand(urls: Sequence[str | Path]) -> list[str]:
+    """Paths or fsspec URLs, with glob patterns (``s3://b/emb/*.parquet``) expanded, in order."""
+    out: list[str] = []
+    for url in map(str, urls):
+        if not any(c in url for c in "*?["):
+            out.append(url)
+            continue
+        fs, _, paths = fsspec.core.get_fs_token_paths(url)
+        if not paths:
+            raise TableError(f"{url}: no file matches")
+        out.extend(fs.unstrip_protocol(p) if "://" in url else p for p in sorted(paths))
+    return out
 
 
 def _open(url: str | Path):
