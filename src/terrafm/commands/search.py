@@ -172,7 +172,7 @@ def _query(args: argparse.Namespace) -> int:
     ids, scores = index.search(
         vector, args.k, min_score=args.min_score, allowed=allowed, nprobe=args.nprobe
     )
-    index_sensors = sorted(index.identity.sensors)
+    index_sensors = sorted({s for t in index.tables for s in t["sensors"]})
     extra = {
         "index": str(index.path),
         "query": [p.description for p in parts],

@@ -179,14 +179,15 @@ class _ExactTopK:
             ],
             axis=1,
         )
-        top = np.argsort(-s, axis=1, kind="stable")[:, : self.k]
+        k = min(self.k, s.shape[1])
+        top = np.argpartition(-s, k - 1, axis=1)[:, :k]
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(s, top, 1), axis=1), 1)
         self.scores = np.take_along_axis(s, top, 1)
         self.ids = np.take_along_axis(ids, top, 1)
 
 
 def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray) -> float:
-    """Share of the exact top-k found in the approximate top-k (ties count as found by score
-    position only through the ids; exact duplicates are rare in real embeddings)."""
+    """Share of the exact top-k ids found among the approximate top-k ids, over all queries."""
     k = exact_ids.shape[1]
     hit = sum(len(set(a[:k]) & set(e)) for a, e in zip(approx_ids, exact_ids))
     return hit / exact_ids.size
@@ -257,24 +258,25 @@ def build_index(
         if n < 39 * report.nlist:
             raise ValueError(f"{n} vectors are too few for {report.nlist} cells: use kind='flat'")
     index = make_index(kind, dim, report.nlist or 0)
-    train = _sample_rows(opened, max(train_size(report.nlist or 1), eval_queries), rng)
-    queries = train[rng.choice(len(train), size=min(eval_queries, len(train)), replace=False)]
-    if approx:
+    exact = None
+    if approx:  # a first pass over the tables for a uniform training sample
+        train = _sample_rows(opened, max(train_size(report.nlist or 1), eval_queries), rng)
         index.train(train)
-    del train
-    exact = _ExactTopK(queries, min(EVAL_K, n))
+        queries = train[rng.choice(len(train), size=min(eval_queries, len(train)), replace=False)]
+        exact = _ExactTopK(queries, min(EVAL_K, n))
+        del train
     rows, start = [], 0
     for i, t in enumerate(opened):
         data = t.read((*_ROW_COLUMNS, "embedding"))
         x = normalize(_embeddings(data, dim, t.url))
         index.add(x)
-        if approx:
+        if exact is not None:
             exact.add(x, start)
         rows.append(_rows(i, t, data))
         start += len(x)
-    if approx:
+    if exact is not None:
         report.nprobe, report.recall = tune_nprobe(
-            index, queries, exact.ids, target_recall, report.nlist or 1
+            index, exact.q, exact.ids, target_recall, report.nlist or 1
         )
         if report.recall < target_recall:
             report.notes.append(
