@@ -44,10 +44,14 @@ def index_bytes(index: faiss.Index) -> int:
     if isinstance(index, faiss.IndexFlat):
         return index.ntotal * index.code_size
     ivf = faiss.extract_index_ivf(index)
-    lists = ivf.invlists
-    ids = np.dtype(np.int64).itemsize
-    codes = sum(lists.list_size(i) for i in range(lists.nlist)) * (lists.code_size + ids)
-    return codes + ivf.quantizer.ntotal * ivf.d * 4
+    lists = faiss.downcast_InvertedLists(ivf.invlists)
+    sizes = np.array([lists.list_size(i) for i in range(lists.nlist)])
+    if isinstance(lists, faiss.BlockInvertedLists):  # fast-scan: codes in blocks of n_per_block
+        codes = int((-(-sizes // lists.n_per_block)).sum()) * lists.block_size
+    else:
+        codes = int(sizes.sum()) * lists.code_size
+    ids = int(sizes.sum()) * np.dtype(np.int64).itemsize
+    return codes + ids + ivf.quantizer.ntotal * ivf.d * 4
 
 
 def synthetic(n: int, dim: int, clusters: int, alpha: float, seed: int) -> np.ndarray:

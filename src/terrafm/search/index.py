@@ -274,7 +274,7 @@ def build_index(
         queries = train[rng.choice(len(train), size=min(eval_queries, len(train)), replace=False)]
         exact = _ExactTopK(queries, min(EVAL_K, n))
         del train
-    rows, start = [], 0
+    rows, scenes, start = [], [], 0
     for i, t in enumerate(opened):
         data = t.read((*_ROW_COLUMNS, "embedding"))
         x = normalize(_embeddings(data, dim, t.url))
@@ -282,6 +282,7 @@ def build_index(
         if exact is not None:
             exact.add(x, start)
         rows.append(_rows(i, t, data))
+        scenes.append(_scene(data))
         start += len(x)
     if exact is not None:
         report.nprobe, report.recall = tune_nprobe(
@@ -294,7 +295,7 @@ def build_index(
             )
     else:
         report.recall = 1.0
-    _write(out, index, pa.concat_tables(rows), identity, opened, report)
+    _write(out, index, pa.concat_tables(rows), identity, opened, scenes, report)
     report.seconds = time.monotonic() - t0
     return report
 
@@ -312,7 +313,8 @@ def _embeddings(data: pa.Table, dim: int, name: str) -> np.ndarray:
     return x
 
 
-def _scene(t: EmbedTable, data: pa.Table) -> list[str]:
+def _scene(data: pa.Table) -> list[str]:
+    """A table's source files (the same on every row)."""
     return [str(s) for s in data.column("sources")[0].as_py()] if len(data) else []
 
 
@@ -322,11 +324,11 @@ def _write(
     rows: pa.Table,
     identity: Identity,
     tables: Sequence[EmbedTable],
+    scenes: Sequence[list[str]],
     report: BuildReport,
 ) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    scenes = [_scene(t, t.read(("sources",))) for t in tables]
     meta = {
         "format": FORMAT,
         "identity": identity.to_json(),
