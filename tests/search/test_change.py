@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import rasterio
@@ -91,3 +93,15 @@ def test_different_grids_or_models_are_errors(scenes, tmp_path):
         change_map(scenes.tif("orig"), relabel, tmp_path / "d.tif")
     with pytest.raises(ChangeError, match=r"in_flip\.tif: no TERRAFM_MODEL tag"):
         change_map(scenes.root / "in_flip.tif", scenes.tif("orig"), tmp_path / "d.tif")
+
+
+def test_embed_outputs_record_the_weights_digest(scenes, tiny):
+    """What the identity checks compare: the raster tag and the table fingerprint."""
+    import pyarrow.parquet as pq
+
+    from terrafm.embed import weights_digest
+
+    with rasterio.open(scenes.tif("orig")) as a, rasterio.open(scenes.tif("other")) as b:
+        assert a.tags()["TERRAFM_WEIGHTS"] == weights_digest(tiny) != b.tags()["TERRAFM_WEIGHTS"]
+    meta = json.loads(pq.read_schema(scenes.table("orig")).metadata[b"terrafm"])
+    assert meta["fingerprint"]["weights"] == weights_digest(tiny)
