@@ -114,6 +114,17 @@ def test_cli_place_queries_with_filters(scenes, tmp_path, capsys):
     assert "no indexed window intersects" in capsys.readouterr().err
 
 
+def test_cli_cross_sensor_query(scenes, tmp_path, capsys):
+    idx, hits = tmp_path / "index", tmp_path / "h.parquet"
+    assert main(["search", "build", "--index", str(idx), str(scenes.table("orig"))]) == 0
+    args = ["search", "query", "--index", str(idx), "--window", f"{scenes.table('s1')}#9"]
+    assert main([*args, "--min-score", "-1", "--out", str(hits)]) == 0
+    assert "cross-sensor: ['s1'] against ['s2_l1c']" in capsys.readouterr().out
+    meta = json.loads(pq.read_schema(hits).metadata[b"terrafm"])
+    assert meta["query_sensors"] == ["s1"] and meta["index_sensors"] == ["s2_l1c"]
+    assert len(pq.read_table(hits)) == 10
+
+
 def test_cli_refuses_mixed_models(scenes, tmp_path, capsys):
     args = ["search", "build", "--index", str(tmp_path / "i")]
     assert main([*args, str(scenes.table("orig")), str(scenes.table("other"))]) == 1
