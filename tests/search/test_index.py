@@ -218,6 +218,10 @@ def test_approximate_kinds_reach_their_measured_recall(kind, tmp_path):
     got = np.stack([ix.search(v, 10)[0] for v in q])
     measured = recall_at_k(got, exact)
     assert measured == pytest.approx(rep.recall, abs=0.08)  # the build's estimate is honest
+    ids, _ = ix.search(q[0], 10)
+    ids2, exact_scores = ix.rescore(q[0], ids)  # exact cosines from the tables, re-ranked
+    np.testing.assert_allclose(exact_scores, x[ids2] @ q[0], atol=1e-5)
+    assert set(ids2.tolist()) == set(ids.tolist()) and (np.diff(exact_scores) <= 0).all()
     allowed = np.arange(0, len(x), 7)  # a filter on an approximate index
     ids, _ = ix.search(q[0], 10, allowed=allowed)
     assert len(ids) and set(ids.tolist()) <= set(allowed.tolist())

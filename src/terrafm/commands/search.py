@@ -169,9 +169,12 @@ def _query(args: argparse.Namespace) -> int:
     if args.exclude_positives:
         keep = np.arange(len(index)) if allowed is None else allowed
         allowed = np.setdiff1d(keep, positives)
-    ids, scores = index.search(
-        vector, args.k, min_score=args.min_score, allowed=allowed, nprobe=args.nprobe
-    )
+    ids, scores = index.search(vector, args.k, allowed=allowed, nprobe=args.nprobe)
+    if index.meta["kind"] != "flat":  # report exact cosines, not the codes' estimates
+        ids, scores = index.rescore(vector, ids)
+    if args.min_score is not None:
+        keep = scores >= args.min_score
+        ids, scores = ids[keep], scores[keep]
     index_sensors = sorted({s for t in index.tables for s in t["sensors"]})
     extra = {
         "index": str(index.path),

@@ -423,6 +423,16 @@ class SearchIndex:
             out[sel] = self.table(int(t)).embeddings()[pos[sel]]
         return normalize(out)
 
+    def rescore(self, query: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Hits re-scored with exact cosines (read from their tables) and re-ranked.
+
+        An approximate index ranks by quantised codes; this makes the reported scores exact."""
+        if not len(ids):
+            return ids, np.zeros(0, np.float32)
+        exact = self.vectors(ids) @ normalize(np.asarray(query, np.float32))
+        order = np.argsort(-exact, kind="stable")
+        return np.asarray(ids)[order], exact[order].astype(np.float32)
+
     def search(
         self,
         query: np.ndarray,
