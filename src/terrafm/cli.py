@@ -32,6 +32,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "terrafm.commands.embed",
         "embed scene rasters into a georeferenced patch-embedding GeoTIFF and table",
     ),
+    "search": (
+        "terrafm.commands.search",
+        "index embed tables and find the windows most like example windows or places",
+    ),
+    "change": (
+        "terrafm.commands.change",
+        "per-patch cosine distance between two embedding rasters of one grid",
+    ),
     "serve-export": (
         "terrafm.commands.serve_export",
         "export the encoder to ONNX or torch.export for serving",

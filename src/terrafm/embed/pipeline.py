@@ -663,13 +663,19 @@ def _verify(
 
 
 def _model_tags(
-    model_name: str, checkpoint: str | None, scene: Scene, opts: EmbedOptions, dim: int
+    model_name: str,
+    checkpoint: str | None,
+    scene: Scene,
+    opts: EmbedOptions,
+    dim: int,
+    weights: str,
 ) -> dict[str, str]:
     import json
 
     return {
         "TERRAFM_MODEL": model_name,
         "TERRAFM_CHECKPOINT": str(checkpoint or ""),
+        "TERRAFM_WEIGHTS": weights,
         "TERRAFM_SENSORS": ",".join(scene.sensors),
         "TERRAFM_INPUTS": json.dumps(scene.files),
         "TERRAFM_OPTIONS": json.dumps(
@@ -746,7 +752,7 @@ def embed_scene(
         *grid.out_shape,
         scene.grid.crs,
         scene.grid.transform,
-        _model_tags(model_name, checkpoint, scene, opts, dim),
+        _model_tags(model_name, checkpoint, scene, opts, dim, str(fp["weights"])),
         model.patch_size,
     )
     tw = None
