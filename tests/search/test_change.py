@@ -99,9 +99,9 @@ def test_embed_outputs_record_the_weights_digest(scenes, tiny):
     """What the identity checks compare: the raster tag and the table fingerprint."""
     import pyarrow.parquet as pq
 
-    from terrafm.embed import weights_digest
+    from terrafm.weights.fingerprint import model_fingerprint
 
     with rasterio.open(scenes.tif("orig")) as a, rasterio.open(scenes.tif("other")) as b:
-        assert a.tags()["TERRAFM_WEIGHTS"] == weights_digest(tiny) != b.tags()["TERRAFM_WEIGHTS"]
+        assert a.tags()["TERRAFM_WEIGHTS"] == model_fingerprint(tiny) != b.tags()["TERRAFM_WEIGHTS"]
     meta = json.loads(pq.read_schema(scenes.table("orig")).metadata[b"terrafm"])
-    assert meta["fingerprint"]["weights"] == weights_digest(tiny)
+    assert meta["fingerprint"]["weights"] == model_fingerprint(tiny)

@@ -19,6 +19,7 @@ import rasterio
 from rasterio.windows import Window as RioWindow
 
 from terrafm.embed.writer import COMPLETE_TAG
+from terrafm.errors import ConfigError, DataError
 from terrafm.search.tables import Identity, IdentityError
 
 __all__ = ["ChangeError", "ChangeReport", "change_map", "raster_identity"]
@@ -26,7 +27,7 @@ __all__ = ["ChangeError", "ChangeReport", "change_map", "raster_identity"]
 MASK_NODATA = 255
 
 
-class ChangeError(ValueError):
+class ChangeError(DataError, ValueError):
     """Inputs that cannot be compared (different grids, not embed rasters ...)."""
 
 
@@ -98,7 +99,7 @@ def change_map(
         weights, layers or widths.
     """
     if mask is not None and threshold is None:
-        raise ValueError("a mask needs a threshold")
+        raise ConfigError("a mask needs a threshold")
     with rasterio.open(a) as ra, rasterio.open(b) as rb:
         _check(ra, rb, str(a), str(b))
         profile = {

@@ -36,7 +36,8 @@ import shapely
 from rasterio.crs import CRS
 from rasterio.warp import transform as warp_transform
 
-from terrafm.checkpoint import atomic_write
+from terrafm.errors import ConfigError
+from terrafm.outputs import atomic_write
 from terrafm.search.tables import (
     EmbedTable,
     Identity,
@@ -247,9 +248,9 @@ def build_index(
         weights, layers or widths (or sensors, unless ``mixed_sensors``).
     """
     if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        raise ConfigError(f"kind must be one of {KINDS}, got {kind!r}")
     if not tables:
-        raise ValueError("no tables to index")
+        raise ConfigError("no tables to index")
     t0 = time.monotonic()
     opened = [open_table(u) for u in expand(tables)]
     identity = _check_identities(opened, mixed_sensors)
@@ -265,7 +266,7 @@ def build_index(
     if approx:
         report.nlist = nlist or default_nlist(n)
         if n < 39 * report.nlist:
-            raise ValueError(f"{n} vectors are too few for {report.nlist} cells: use kind='flat'")
+            raise ConfigError(f"{n} vectors are too few for {report.nlist} cells: use kind='flat'")
     index = make_index(kind, dim, report.nlist or 0)
     exact = None
     if approx:  # a first pass over the tables for a uniform training sample
@@ -456,7 +457,7 @@ class SearchIndex:
         """
         q = normalize(np.asarray(query, np.float32).reshape(1, -1))
         if q.shape[1] != self.identity.dim:
-            raise ValueError(f"query has {q.shape[1]} features, the index {self.identity.dim}")
+            raise ConfigError(f"query has {q.shape[1]} features, the index {self.identity.dim}")
         k = min(k, len(self) if allowed is None else len(allowed))
         if k <= 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)

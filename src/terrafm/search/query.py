@@ -22,8 +22,9 @@ import shapely
 from rasterio.crs import CRS
 from rasterio.warp import transform_geom
 
-from terrafm.checkpoint import atomic_write
 from terrafm.embed.table import geo_metadata
+from terrafm.errors import ConfigError
+from terrafm.outputs import atomic_write
 from terrafm.search.index import LONLAT, SearchIndex, normalize
 from terrafm.search.tables import IdentityError, open_table
 
@@ -42,7 +43,7 @@ __all__ = [
 MAX_MASK_POINTS = 20_000
 
 
-class QueryError(ValueError):
+class QueryError(ConfigError):
     """A query that cannot be resolved (no window found, bad geometry ...)."""
 
 

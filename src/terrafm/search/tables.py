@@ -20,6 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from terrafm.errors import DataError
+
 __all__ = [
     "EmbedTable",
     "Identity",
@@ -35,11 +37,11 @@ __all__ = [
 COLUMNS = ("window_id", "row", "col", "height", "width", "sources", "geometry")
 
 
-class TableError(ValueError):
+class TableError(DataError, ValueError):
     """A file that is not a readable ``terrafm embed`` table; the message names it."""
 
 
-class IdentityError(ValueError):
+class IdentityError(DataError, ValueError):
     """Embeddings of different models, weights, layers or widths were combined."""
 
 
