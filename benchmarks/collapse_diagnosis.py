@@ -48,6 +48,7 @@ VARIANTS: dict[str, list[str]] = {
     "masked_patch": ["loss.ibot.enabled=true"],
     "masked_patch_koleo": ["loss.ibot.enabled=true", "loss.koleo_weight=0.1"],
     "koleo": ["loss.koleo_weight=0.1"],
+    "same_crop_pairs": ["loss.same_crop_pairs=true"],
 }
 
 

@@ -110,6 +110,9 @@ class LossConfig:
     # the student's L2-normalised backbone CLS (weight 0: off).
     ibot: MaskedPatchConfig = field(default_factory=MaskedPatchConfig)
     koleo_weight: float = 0.0
+    # Also pair teacher global view i with student global view i (the same crop, each with its
+    # own sensor draw). Off: DINO's rule, every pair of different crops (docs/pretraining.md).
+    same_crop_pairs: bool = False
 
 
 @dataclass

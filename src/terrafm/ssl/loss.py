@@ -115,6 +115,8 @@ class DualCenteredDINOLoss(nn.Module):
         center_momentum: EMA momentum of both centres (0.9).
         student_temp: student temperature (0.1).
         dual: False gives plain DINO centering (``alpha = 1``, ``c_h`` unused): the ablation.
+        same_crop_pairs: also pair teacher view ``i`` with student view ``i`` (the same crop,
+            each with its own sensor draw); off: only pairs of different crops, as DINO.
     """
 
     center: torch.Tensor
@@ -129,10 +131,12 @@ class DualCenteredDINOLoss(nn.Module):
         center_momentum: float = 0.9,
         student_temp: float = 0.1,
         dual: bool = True,
+        same_crop_pairs: bool = False,
     ):
         super().__init__()
         self.alpha = float(alpha) if dual else 1.0
         self.dual = dual
+        self.same_crop_pairs = same_crop_pairs
         self.center_momentum = center_momentum
         self.student_temp = student_temp
         self.register_buffer("center", torch.zeros(1, out_dim))
@@ -210,7 +214,7 @@ class DualCenteredDINOLoss(nn.Module):
             ent_q = [-(q * torch.log(q.clamp_min(1e-12))).sum(-1).mean() for q in pt]
         for iq, q in enumerate(pt):
             for v, lp in enumerate(log_ps):
-                if v == iq:
+                if v == iq and not self.same_crop_pairs:
                     continue
                 total = total + torch.sum(-q * lp, dim=-1).mean()
                 ent_pairs = ent_pairs + ent_q[iq]

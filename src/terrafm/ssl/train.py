@@ -204,6 +204,7 @@ def build_training(cfg: PretrainConfig, info: DistInfo, high_freq: list[int]) ->
         center_momentum=cfg.loss.center_momentum,
         student_temp=cfg.loss.student_temp,
         dual=cfg.loss.dual_centering,
+        same_crop_pairs=cfg.loss.same_crop_pairs,
     ).to(info.device)
     extras = None
     if ib.enabled or cfg.loss.koleo_weight > 0:
