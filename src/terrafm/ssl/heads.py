@@ -102,6 +102,20 @@ def concat_views(views: Sequence[View]) -> tuple[dict[str, torch.Tensor], dict[s
     return inputs, masks
 
 
+def _size_groups(views: Sequence[View], start: int = 0) -> list[list[int]]:
+    """Indices of the views from ``start`` on, in runs of consecutive views of one size."""
+    groups: list[list[int]] = []
+    last: tuple[int, ...] | None = None
+    for i in range(start, len(views)):
+        size = tuple(next(iter(views[i]["inputs"].values())).shape[-2:])
+        if groups and size == last:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+            last = size
+    return groups
+
+
 def backbone_tokens(
     backbone: TerraFM,
     inputs: Mapping[str, torch.Tensor],
@@ -247,17 +261,8 @@ class MultiCropModel(nn.Module):
         """
         if n_global > 0:
             return self._forward_global(views, n_global, token_masks, patches)
-        groups: list[list[int]] = []
-        sizes: list[tuple[int, ...]] = []
-        for i, v in enumerate(views):
-            size = tuple(next(iter(v["inputs"].values())).shape[-2:])
-            if sizes and sizes[-1] == size:
-                groups[-1].append(i)
-            else:
-                sizes.append(size)
-                groups.append([i])
         feats = []
-        for g in groups:
+        for g in _size_groups(views):
             inputs, masks = concat_views([views[i] for i in g])
             feats.append(self._encode(inputs, masks))  # (len(g) * B, D)
         return self.head(torch.cat(feats))  # (V * B, K)
@@ -282,21 +287,9 @@ class MultiCropModel(nn.Module):
         tokens = self._encode_tokens(inputs, masks, token_masks)  # (G * B, 1 + P, D)
         cls_feat = tokens[:, 0]
         feats = [cls_feat]
-        if n_global < len(views):
-            local: list[torch.Tensor] = []
-            self_groups: list[list[int]] = []
-            last = None
-            for i in range(n_global, len(views)):
-                size = tuple(next(iter(views[i]["inputs"].values())).shape[-2:])
-                if size == last:
-                    self_groups[-1].append(i)
-                else:
-                    self_groups.append([i])
-                    last = size
-            for g in self_groups:
-                li, lm = concat_views([views[i] for i in g])
-                local.append(self._encode(li, lm))
-            feats.extend(local)
+        for g in _size_groups(views, n_global):  # the local crops, as in the plain forward
+            local_in, local_masks = concat_views([views[i] for i in g])
+            feats.append(self._encode(local_in, local_masks))  # (len(g) * B, D)
         out = {"cls": self.head(torch.cat(feats)), "cls_features": cls_feat}
         if patches:
             pt = tokens[:, 1:]  # (G * B, P, D)
