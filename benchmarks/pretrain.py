@@ -15,6 +15,12 @@ pipeline, see benchmarks/data.py), and prints:
     .venv/bin/python benchmarks/pretrain.py                       # tiny + base, CPU (+ GPU)
     .venv/bin/python benchmarks/pretrain.py --configs tiny --devices cpu --steps 5
     .venv/bin/python benchmarks/pretrain.py --configs base --devices cuda --batch-size 64
+    .venv/bin/python benchmarks/pretrain.py --configs quickstart --compare-amp --steps 8
+
+``--compare-amp`` times float32 and bfloat16-autocast steps of the same config side by side,
+alternating one step of each so that the load of a shared machine hits both alike, and prints
+the bf16 / fp32 speed ratio; ``--override KEY=VALUE`` (repeatable) changes the config, e.g.
+``loss.ibot.enabled=true`` to time the masked patch distillation step.
 """
 
 from __future__ import annotations
@@ -37,12 +43,14 @@ from terrafm.ssl.train import build_training
 _DEFAULT_THREADS = torch.get_num_threads()
 CONFIGS = {
     "tiny": "pretrain_tiny_cpu",
+    "quickstart": "pretrain_quickstart",
     "base": "pretrain_base_majortom",
     "large": "pretrain_large_majortom",
 }
 # Per-device default batch: CPU keeps B small enough to finish in minutes.
-CPU_BATCH = {"tiny": 64, "base": 2, "large": 1}
-GPU_BATCH = {"tiny": 256, "base": 64, "large": 32}
+CPU_BATCH = {"tiny": 64, "quickstart": 64, "base": 2, "large": 1}
+GPU_BATCH = {"tiny": 256, "quickstart": 256, "base": 64, "large": 32}
+OVERRIDES: list[str] = []  # --override
 
 
 def _sync(device: torch.device) -> None:
@@ -79,6 +87,7 @@ def _setup(
             f"data.batch_size={batch}",
             f"train.amp={str(amp).lower()}",
             "train.device=" + device.type,
+            *OVERRIDES,
         ],
     )
     objs = build_training(cfg, DistInfo(device=device), [10, 30])
@@ -114,6 +123,7 @@ def bench(
             clip_grad=3.0,
             amp=amp,
             device=device,
+            extras=objs.extras,
         )
 
     step()  # warm-up (lazy init, kernel selection)
@@ -149,6 +159,42 @@ def bench(
     }
 
 
+def compare_amp(name: str, batch: int, steps: int, threads: int | None) -> None:
+    """fp32 and bf16-autocast CPU steps of one config, interleaved; prints the ratio."""
+    device = torch.device("cpu")
+    runs = {}
+    for amp in (False, True):
+        objs, b, cfg = _setup(name, device, batch, amp)
+        runs[amp] = (objs, b)
+    torch.set_num_threads(threads or cfg.train.threads or _DEFAULT_THREADS)
+    hp = {"lr": 1e-4, "wd": 0.04, "momentum": 0.996, "teacher_temp": 0.04}
+
+    def step(amp: bool) -> float:
+        objs, b = runs[amp]
+        t = time.perf_counter()
+        train_step(objs.student, objs.teacher, objs.loss, objs.optimizer, b, hp,
+                   freeze_last_layer=False, clip_grad=3.0, amp=amp, device=device,
+                   extras=objs.extras)  # fmt: skip
+        return time.perf_counter() - t
+
+    step(False)
+    step(True)
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for i in range(steps):
+        for amp in (False, True) if i % 2 == 0 else (True, False):
+            times[amp].append(step(amp))
+    med = {amp: statistics.median(ts) for amp, ts in times.items()}
+    print(f"\n{name} ({' '.join(OVERRIDES) or 'as shipped'}), CPU, batch {batch}, "
+          f"{torch.get_num_threads()} thread(s), {steps} interleaved steps each")  # fmt: skip
+    print("| dtype | step ms (median) | min | max | img/s |")
+    print("|---|---|---|---|---|")
+    for amp in (False, True):
+        ts = times[amp]
+        print(f"| {'bf16 autocast' if amp else 'fp32'} | {1e3 * med[amp]:.0f} | "
+              f"{1e3 * min(ts):.0f} | {1e3 * max(ts):.0f} | {batch / med[amp]:.1f} |")  # fmt: skip
+    print(f"bf16 / fp32 speed: {med[False] / med[True]:.2f}x")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--configs", nargs="+", default=["tiny", "base"], choices=sorted(CONFIGS))
@@ -164,8 +210,15 @@ def main() -> None:
         default="auto",
         help="step precision; auto: bf16 autocast on GPU, fp32 on CPU",
     )
+    p.add_argument("--compare-amp", action="store_true", help="fp32 vs bf16 on CPU, interleaved")
+    p.add_argument("--override", action="append", default=[], help="config KEY=VALUE")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    OVERRIDES.extend(args.override)
+    if args.compare_amp:
+        for name in args.configs:
+            compare_amp(name, args.batch_size or CPU_BATCH[name], args.steps, args.threads)
+        return
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     rows = []
     for dev in devices:

@@ -31,6 +31,7 @@ __all__ = [
     "DataConfig",
     "HeadConfig",
     "LossConfig",
+    "MaskedPatchConfig",
     "ModelConfig",
     "OptimConfig",
     "PretrainConfig",
@@ -75,8 +76,28 @@ class HeadConfig:
 
 
 @dataclass
+class MaskedPatchConfig:
+    """Masked patch-token self-distillation (iBOT-style), beyond the paper; off by default.
+
+    The student sees masked global views (a learned mask token replaces the masked patch
+    embeddings), the teacher the unmasked ones; the loss is the cross-entropy between the
+    teacher's dual-centred patch distributions and the student's at the masked positions
+    (docs/pretraining.md, "Masked patch distillation and KoLeo").
+    """
+
+    enabled: bool = False
+    weight: float = 1.0  # factor of the patch loss added to the CLS loss
+    mask_mode: Literal["block", "random"] = "block"
+    mask_ratio: tuple[float, float] = (0.1, 0.5)  # share of a view's patches masked, drawn per view
+    mask_prob: float = 0.5  # share of global views that are masked at all
+    shared_head: bool = False  # patch logits from the CLS head instead of a head of their own
+    out_dim: int | None = None  # prototypes of the patch head; None: head.out_dim
+    center_momentum: float = 0.9  # EMA momentum of the two patch centres
+
+
+@dataclass
 class LossConfig:
-    """DINO cross-entropy with dual centering (SPEC §4)."""
+    """DINO cross-entropy with dual centering (SPEC §4), and the opt-in extras."""
 
     student_temp: float = 0.1
     warmup_teacher_temp: float = 0.04
@@ -87,6 +108,13 @@ class LossConfig:
     center_momentum: float = 0.9
     # Land-cover codes of the high-frequency set H; None: computed from the training set.
     high_freq_classes: list[int] | None = None
+    # Beyond the paper, off by default: masked patch distillation and the KoLeo regulariser on
+    # the student's L2-normalised backbone CLS (weight 0: off).
+    ibot: MaskedPatchConfig = field(default_factory=MaskedPatchConfig)
+    koleo_weight: float = 0.0
+    # Also pair teacher global view i with student global view i (the same crop, each with its
+    # own sensor draw). Off: DINO's rule, every pair of different crops (docs/pretraining.md).
+    same_crop_pairs: bool = False
 
 
 @dataclass
@@ -163,6 +191,9 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads; None leaves torch's default
     # Run each sample only through the stems it uses (see MultiCropModel); null: on for CPU.
     group_by_sensors: bool | None = None
+    # RankMe of the teacher's and student's CLS and patch tokens on a fixed probe batch (the
+    # run's first batch), logged every this many steps (0: never); no effect on training.
+    rankme_every: int = 0
 
 
 @dataclass
@@ -208,6 +239,22 @@ class PretrainConfig:
             (self.train.max_nonfinite >= 1, "train.max_nonfinite must be >= 1"),
             (self.train.checkpoint_every >= 1, "train.checkpoint_every must be >= 1"),
             (self.train.log_every >= 1, "train.log_every must be >= 1"),
+            (self.train.rankme_every >= 0, "train.rankme_every must be >= 0"),
+            (self.loss.koleo_weight >= 0, "loss.koleo_weight must be >= 0"),
+            (self.loss.ibot.weight >= 0, "loss.ibot.weight must be >= 0"),
+            (
+                0.0 <= self.loss.ibot.mask_ratio[0] <= self.loss.ibot.mask_ratio[1] < 1.0,
+                "loss.ibot.mask_ratio must be [low, high] with 0 <= low <= high < 1",
+            ),
+            (0.0 < self.loss.ibot.mask_prob <= 1.0, "loss.ibot.mask_prob must be in (0, 1]"),
+            (
+                0.0 <= self.loss.ibot.center_momentum < 1.0,
+                "loss.ibot.center_momentum must be in [0, 1)",
+            ),
+            (
+                self.loss.ibot.out_dim is None or self.loss.ibot.out_dim > 0,
+                "loss.ibot.out_dim must be > 0 (or null)",
+            ),
         ]
         bad = [msg for ok, msg in checks if not ok]
         if bad:

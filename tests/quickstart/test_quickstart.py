@@ -11,7 +11,7 @@ import pytest
 
 from terrafm.cli import main
 from terrafm.config import PretrainConfig, load_config
-from terrafm.quickstart.ablation import ABLATION_ROWS, run_ablation_table
+from terrafm.quickstart.ablation import ABLATION_ROWS, EXTENSION_ROWS, run_ablation_table
 from terrafm.quickstart.evaluate import sensor_label
 from terrafm.quickstart.pipeline import run_quickstart, variant_name
 from terrafm.quickstart.presets import SENSOR_SETS
@@ -127,11 +127,16 @@ def test_ablation_table_reuses_the_quickstart_run(micro: tuple[Path, dict[str, A
     out, s = micro
     rec = run_ablation_table(out, preset="micro", seed=3)
     rows = rec["rows"]
-    assert [r["row"] for r in rows] == [t for t, _ in ABLATION_ROWS] + ["random init (floor)"]
+    extension = [t for t, _, _ in EXTENSION_ROWS]
+    assert [r["row"] for r in rows] == [t for t, _ in ABLATION_ROWS] + extension + [
+        "random init (floor)"
+    ]
     assert rows[3]["reused"] and not rows[0]["reused"]
     s2 = sensor_label(("s2_l2a",))
     assert rows[3]["knn_top1_fraction"] == s["results"]["pretrained"][s2]["knn_top1_fraction"]
-    assert rows[4]["miou"] == s["results"]["random"][s2]["miou"]
+    assert rows[-1]["miou"] == s["results"]["random"][s2]["miou"]
+    ext = load_config(PretrainConfig, out / "pretrain" / EXTENSION_ROWS[0][1] / "config.yaml")
+    assert ext.loss.ibot.enabled and ext.loss.dual_centering and ext.data.fusion
     plans = []
     for _, off in ABLATION_ROWS:
         cfg = load_config(PretrainConfig, out / "pretrain" / variant_name(off) / "config.yaml")

@@ -17,13 +17,13 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-def reference_loss(s_views, t_views, c, c_h, alpha, tau_s, tau_t) -> float:
+def reference_loss(s_views, t_views, c, c_h, alpha, tau_s, tau_t, same_crop=False) -> float:
     """Plain per-pair, per-sample loops in float64."""
     total, pairs = 0.0, 0
     for iq, t in enumerate(t_views):
         pt = _softmax((t - alpha * c - (1 - alpha) * c_h) / tau_t)
         for v, s in enumerate(s_views):
-            if v == iq:
+            if v == iq and not same_crop:
                 continue
             z = s / tau_s
             log_ps = z - z.max(-1, keepdims=True)
@@ -63,6 +63,17 @@ def test_loss_matches_reference(dual: bool) -> None:
     )
     assert out.loss.item() == pytest.approx(ref, rel=1e-5)
     assert fn.alpha == alpha
+
+
+def test_same_crop_pairs_adds_the_same_crop_pairs() -> None:
+    s_views, t_views, lc, c, c_h = _case(seed=3)
+    fn = DualCenteredDINOLoss(K, HF, student_temp=0.1, same_crop_pairs=True)
+    fn.center.copy_(c)
+    fn.center_h.copy_(c_h)
+    out = fn(torch.cat(s_views), torch.cat(t_views), lc, 0.05, n_student_views=5)
+    args = [[v.double().numpy() for v in s_views], [v.double().numpy() for v in t_views]]
+    ref = reference_loss(*args, c.double().numpy(), c_h.double().numpy(), 0.8, 0.1, 0.05, True)
+    assert out.loss.item() == pytest.approx(ref, rel=1e-5)
 
 
 def test_centre_update_matches_reference() -> None:

@@ -2,20 +2,28 @@
 
 Each line of ``metrics.jsonl`` is one logged step (``step``, ``epoch``, ``loss``, ``lr``, ``wd``,
 ``momentum``, ``teacher_temp``, ``teacher_entropy``, ``center_norm``, ``center_h_norm``,
-``grad_norm``, ``images_per_s``, ``skipped``, ``nonfinite_total``). On resume, lines past the
-checkpoint's step are dropped so the log matches the state that training continues from.
+``grad_norm``, ``images_per_s``, ``skipped``, ``nonfinite_total``, and the collapse diagnostics
+``log_k``, ``teacher_batch_entropy``, ``kl``, with the opt-in extras ``cls_loss``, ``patch_loss``,
+``patch_kl``, ``patch_teacher_entropy``, ``patch_center_norm``, ``patch_center_h_norm``,
+``masked_patches``, ``koleo``, and every ``train.rankme_every`` steps ``rankme_{cls,patch}_{teacher,
+student}``). On resume, lines past the checkpoint's step are dropped so the log matches the state
+that training continues from. :func:`plot_diagnostics` draws them (``diagnostics.png``).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from terrafm.outputs import atomic_write, output_error
+import torch
 
-__all__ = ["MetricsLog", "plot_loss_curve", "read_metrics"]
+from terrafm.outputs import atomic_write, output_error
+from terrafm.ssl.heads import MultiCropModel, backbone_tokens
+
+__all__ = ["MetricsLog", "plot_diagnostics", "plot_loss_curve", "probe_rankme", "read_metrics"]
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -94,6 +102,88 @@ def plot_loss_curve(metrics_path: str | Path, png_path: str | Path) -> Path | No
         ax2.plot([s for s, _ in ent], [e for _, e in ent], color="tab:orange", lw=1.0, alpha=0.8)
         ax2.set_ylabel("teacher entropy (nats)", color="tab:orange")
     ax.set_title("TerraFM pretraining")
+    fig.tight_layout()
+    png_path = Path(png_path)
+    with atomic_write(png_path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return png_path
+
+
+@torch.no_grad()
+def probe_rankme(models: Mapping[str, MultiCropModel], view: Mapping[str, Any]) -> dict[str, float]:
+    """RankMe of each model's backbone CLS embeddings and patch tokens on one view.
+
+    Args:
+        models: name -> a :class:`~terrafm.ssl.heads.MultiCropModel` (unwrapped).
+        view: ``{"inputs": ..., "masks": ...}`` (a contract-B view, e.g. a fixed probe batch).
+
+    Returns:
+        ``rankme_cls_<name>`` and ``rankme_patch_<name>`` for each model. The backbones run in
+        eval mode (no drop path, no random draw) and are put back in their previous mode.
+    """
+    from terrafm.eval.metrics import rankme
+
+    out: dict[str, float] = {}
+    for name, model in models.items():
+        bb = model.backbone
+        was = bb.training
+        bb.eval()
+        try:
+            masks = {k: m.bool() for k, m in view["masks"].items()}
+            tok = backbone_tokens(bb, view["inputs"], masks).float()  # (B, 1 + P, D)
+        finally:
+            bb.train(was)
+        out[f"rankme_cls_{name}"] = rankme(tok[:, 0])
+        out[f"rankme_patch_{name}"] = rankme(tok[:, 1:].reshape(-1, tok.shape[-1]))
+    return out
+
+
+def _series(recs: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    pts = [(r["step"], r[key]) for r in recs if isinstance(r.get(key), (int, float))]
+    pts = [(s, v) for s, v in pts if math.isfinite(v)]
+    return [s for s, _ in pts], [v for _, v in pts]
+
+
+def plot_diagnostics(
+    metrics_path: str | Path, png_path: str | Path, title: str = ""
+) -> Path | None:
+    """Collapse diagnostics against step: losses, teacher entropies against log K, KL, centre
+    norms and RankMe (what of them the log holds); returns the PNG path (None if no data)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = [r for r in read_metrics(metrics_path) if isinstance(r.get("loss"), (int, float))]
+    if not recs:
+        return None
+    fig, axes = plt.subplots(1, 5, figsize=(22, 3.8), dpi=100)
+    panels = [
+        ("loss", [("loss", "total"), ("cls_loss", "CLS"), ("patch_loss", "patch"),
+                  ("koleo", "KoLeo")]),
+        ("entropy (nats)", [("teacher_entropy", "teacher (per sample)"),
+                            ("teacher_batch_entropy", "teacher batch mean"),
+                            ("patch_teacher_entropy", "teacher patches"), ("log_k", "log K")]),
+        ("KL(teacher || student)", [("kl", "CLS"), ("patch_kl", "patch")]),
+        ("centre norm", [("center_norm", "c"), ("center_h_norm", "c_h"),
+                         ("patch_center_norm", "c_p"), ("patch_center_h_norm", "c_p,h")]),
+        ("RankMe", [("rankme_cls_teacher", "CLS teacher"), ("rankme_patch_teacher", "patch teacher"),
+                    ("rankme_cls_student", "CLS student"),
+                    ("rankme_patch_student", "patch student")]),
+    ]  # fmt: skip
+    for ax, (label, keys) in zip(axes, panels):
+        for key, name in keys:
+            xs, ys = _series(recs, key)
+            if xs:
+                ax.plot(xs, ys, lw=1.2, marker="." if len(xs) < 30 else None, label=name)
+        ax.set_title(label)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     png_path = Path(png_path)
     with atomic_write(png_path) as tmp:

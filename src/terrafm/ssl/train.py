@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import random
 import signal
 import time
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from terrafm.config import PretrainConfig, config_diff, save_config, to_dict
+from terrafm.config import PretrainConfig, config_diff, from_dict, save_config, to_dict
 from terrafm.errors import ConfigError, OutputError, TerraFMError
 from terrafm.models import create_model
 from terrafm.outputs import check_writable, remove_stale_temps
@@ -44,14 +45,16 @@ from terrafm.ssl.distributed import (
     cleanup,
     init_distributed,
     shard_fsdp,
+    unwrap,
     wrap_ddp,
 )
 from terrafm.ssl.export import export_encoder
 from terrafm.ssl.heads import DINOHead, MultiCropModel
-from terrafm.ssl.loss import DualCenteredDINOLoss, high_frequency_classes
-from terrafm.ssl.metrics import MetricsLog, plot_loss_curve
+from terrafm.ssl.loss import DualCenteredDINOLoss, PatchDistillationLoss, high_frequency_classes
+from terrafm.ssl.metrics import MetricsLog, plot_diagnostics, plot_loss_curve, probe_rankme
 from terrafm.ssl.schedules import Schedules
 from terrafm.ssl.step import (
+    Extras,
     StepResult,
     build_student_teacher,
     make_optimizer,
@@ -78,6 +81,7 @@ RESUMABLE_CHANGES = (
     "train.checkpoint_every",
     "train.max_nonfinite",
     "train.threads",
+    "train.rankme_every",
     "data.num_workers",
     "data.pin_memory",
     "data.root",  # the data may move; its content and order must not change
@@ -169,6 +173,7 @@ class TrainingObjects:
     teacher: MultiCropModel
     optimizer: torch.optim.Optimizer
     loss: DualCenteredDINOLoss
+    extras: Extras | None = None  # masked patch distillation / KoLeo, when a config turns them on
 
 
 def build_training(cfg: PretrainConfig, info: DistInfo, high_freq: list[int]) -> TrainingObjects:
@@ -183,12 +188,20 @@ def build_training(cfg: PretrainConfig, info: DistInfo, high_freq: list[int]) ->
     head = DINOHead(
         backbone.embed_dim, h.out_dim, h.hidden_dim, h.bottleneck_dim, h.nlayers, h.norm_last_layer
     )
+    ib = cfg.loss.ibot
+    patch_dim = h.out_dim if ib.shared_head or ib.out_dim is None else ib.out_dim
+    patch_head = None
+    if ib.enabled and not ib.shared_head:
+        patch_head = DINOHead(
+            backbone.embed_dim, patch_dim, h.hidden_dim, h.bottleneck_dim, h.nlayers,
+            h.norm_last_layer,
+        )  # fmt: skip
     fsdp = cfg.train.strategy == "fsdp" and info.distributed
     group = cfg.train.group_by_sensors
     if group and fsdp:
         raise ValueError("train.group_by_sensors=true cannot be used with train.strategy=fsdp")
     group = info.device.type == "cpu" and not fsdp if group is None else group
-    student, teacher = build_student_teacher(backbone, head, group)
+    student, teacher = build_student_teacher(backbone, head, group, patch_head, ib.enabled)
     student.to(info.device)
     teacher.to(info.device)
     wrapped: torch.nn.Module
@@ -205,9 +218,30 @@ def build_training(cfg: PretrainConfig, info: DistInfo, high_freq: list[int]) ->
         center_momentum=cfg.loss.center_momentum,
         student_temp=cfg.loss.student_temp,
         dual=cfg.loss.dual_centering,
+        same_crop_pairs=cfg.loss.same_crop_pairs,
     ).to(info.device)
+    extras = None
+    if ib.enabled or cfg.loss.koleo_weight > 0:
+        patch_loss = None
+        if ib.enabled:
+            patch_loss = PatchDistillationLoss(
+                patch_dim,
+                high_freq,
+                alpha=cfg.loss.alpha,
+                center_momentum=ib.center_momentum,
+                student_temp=cfg.loss.student_temp,
+                dual=cfg.loss.dual_centering,
+            ).to(info.device)
+        extras = Extras(
+            patch_loss=patch_loss,
+            patch_weight=ib.weight,
+            mask_ratio=ib.mask_ratio,
+            mask_prob=ib.mask_prob,
+            mask_mode=ib.mask_mode,
+            koleo_weight=cfg.loss.koleo_weight,
+        )
     _seed_all(cfg.train.seed + 1000 * info.rank + 1)  # per-rank stream for drop path etc.
-    return TrainingObjects(wrapped, teacher, optimizer, loss_fn)
+    return TrainingObjects(wrapped, teacher, optimizer, loss_fn, extras)
 
 
 def _schedules(cfg: PretrainConfig, steps_per_epoch: int, world: int) -> Schedules:
@@ -231,6 +265,10 @@ def _schedules(cfg: PretrainConfig, steps_per_epoch: int, world: int) -> Schedul
 
 
 def _check_resume_config(saved: Mapping[str, Any], cfg: PretrainConfig, path: Path) -> None:
+    try:  # fill keys added since the checkpoint was written with their defaults
+        saved = to_dict(from_dict(PretrainConfig, saved))
+    except ValueError:
+        pass  # compared as written: the diff names what differs
     diff = [k for k in config_diff(saved, to_dict(cfg)) if k not in RESUMABLE_CHANGES]
     if diff:
         raise ValueError(
@@ -281,6 +319,10 @@ class _Run:
         if callable(source_state):
             extra["source"] = source_state()
         o = self.objs
+        if o.extras is not None and o.extras.patch_loss is not None:
+            extra["patch_loss"] = {
+                k: v.detach().cpu().clone() for k, v in o.extras.patch_loss.state_dict().items()
+            }
         save_training_state(
             self.ckpt,
             student=o.student,
@@ -310,6 +352,8 @@ class _Run:
             loss_fn=o.loss,
             rank=self.info.rank,
         )
+        if o.extras is not None and o.extras.patch_loss is not None:
+            o.extras.patch_loss.load_state_dict(payload["patch_loss"])
         load_source = getattr(self.source, "load_state_dict", None)
         if callable(load_source) and "source" in payload:
             load_source(payload["source"])
@@ -334,6 +378,7 @@ class _Run:
             clip_grad=self.cfg.optim.clip_grad,
             amp=self.cfg.train.amp,
             device=self.info.device,
+            extras=o.extras,
         )
 
     def record(self, res: StepResult, dt: float) -> dict[str, Any]:
@@ -345,6 +390,9 @@ class _Run:
             "loss": res.loss,
             **hp,
             "teacher_entropy": res.teacher_entropy,
+            "log_k": math.log(self.cfg.head.out_dim),
+            "teacher_batch_entropy": res.teacher_batch_entropy,
+            "kl": res.kl,
             "center_norm": res.center_norm,
             "center_h_norm": res.center_h_norm,
             "h_count": res.h_count,
@@ -352,6 +400,20 @@ class _Run:
             "images_per_s": images / max(dt, 1e-9),
             "skipped": res.skipped,
             "nonfinite_total": self.nonfinite_total,
+            **{
+                k: getattr(res, k)
+                for k in (
+                    "cls_loss",
+                    "patch_loss",
+                    "patch_kl",
+                    "patch_teacher_entropy",
+                    "patch_center_norm",
+                    "patch_center_h_norm",
+                    "masked_patches",
+                    "koleo",
+                )
+                if getattr(res, k) is not None
+            },
         }
 
     def nonfinite_stop(self) -> NonFiniteLossError:
@@ -380,12 +442,19 @@ def _iterate(run: _Run, end: int, flag: _SignalFlag, mlog: MetricsLog | None) ->
         dynamic_ncols=True,
     )
     rate = None
+    every = cfg.train.rankme_every if run.info.is_main else 0
+    if every and cfg.train.strategy == "fsdp" and run.info.distributed:
+        log.warning("train.rankme_every: RankMe probes are not run under FSDP (sharded weights)")
+        every = 0
+    probe: dict[str, Any] | None = None
     try:
         while run.step < end:
             epoch, start = divmod(run.step, run.spe)
             got = 0
             t0 = time.perf_counter()
             for batch in run.source.batches(epoch, start):
+                if every and probe is None:  # the run's first batch, fixed for the whole run
+                    probe = to_device(batch["teacher"][0], run.info.device)
                 res = run.one_step(batch)
                 dt = time.perf_counter() - t0
                 t0 = time.perf_counter()
@@ -394,6 +463,13 @@ def _iterate(run: _Run, end: int, flag: _SignalFlag, mlog: MetricsLog | None) ->
                 run.nonfinite_total += int(res.skipped)
                 rec = run.record(res, dt)
                 run.step += 1
+                probed = bool(every) and probe is not None and run.step % every == 0
+                if probed:
+                    assert probe is not None
+                    student = unwrap(run.objs.student)
+                    assert isinstance(student, MultiCropModel)
+                    models = {"teacher": run.objs.teacher, "student": student}
+                    rec.update(probe_rankme(models, probe))
                 bar.update(1)
                 rate = (
                     rec["images_per_s"] if rate is None else 0.9 * rate + 0.1 * rec["images_per_s"]
@@ -402,7 +478,7 @@ def _iterate(run: _Run, end: int, flag: _SignalFlag, mlog: MetricsLog | None) ->
                     loss=f"{res.loss:.4f}", img_s=f"{rate:.1f}", skipped=run.nonfinite_total
                 )
                 if mlog is not None and (
-                    res.skipped or run.step % cfg.train.log_every == 0 or run.step == end
+                    res.skipped or probed or run.step % cfg.train.log_every == 0 or run.step == end
                 ):
                     mlog.write(rec)
                 if res.skipped:
@@ -503,6 +579,7 @@ def _run(cfg: PretrainConfig, info: DistInfo, source: BatchSource, resume: bool)
         )
         if info.is_main:
             plot_loss_curve(metrics, run.out / "loss_curve.png")
+            plot_diagnostics(metrics, run.out / "diagnostics.png", cfg.model.name)
     return PretrainResult(
         run.out, run.step, stopped, run.ckpt, encoder, metrics, run.nonfinite_total
     )
