@@ -1,4 +1,4 @@
-"""Scene embedding throughput vs the bare model, and peak memory (issue 6).
+"""Scene embedding throughput vs the bare model, and peak memory.
 
 Writes a synthetic Sentinel-2 L1C scene in the SAFE ``IMG_DATA`` layout (one GeoTIFF per band at its
 native 10/20/60 m grid, so the 20 m and 60 m bands go through the resampling path) into a temp

@@ -1,4 +1,4 @@
-"""Probe pretrained encoders against random init on a large held-out evaluation world (issue 7).
+"""Probe pretrained encoders against random init on a large held-out evaluation world.
 
 The quickstart's own test split is small (it must fit the 15-minute budget), so one run's gains move
 by several points with the draw of the world. This script measures the same protocols as

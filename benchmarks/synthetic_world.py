@@ -1,4 +1,4 @@
-"""Generation cost of the built-in synthetic world (issue 3: "generates in under a minute").
+"""Generation cost of the built-in synthetic world ("generates in under a minute").
 
 Generates each requested preset into a temp folder, single process, and prints wall time, CPU
 time (this process), peak resident memory, what was written (cells, task chips) and the size on

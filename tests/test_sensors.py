@@ -37,7 +37,7 @@ def test_band_facts():
     assert {b.name for b in s2.bands if b.gsd == 60} == {"B01", "B09"}
     assert get_sensor("s1").band_names == ("VV", "VH")
     assert get_sensor("s1").unit == "dB"
-    # SPEC §1: L1C statistics are the 13-band ones with the B10 entry (506.1 / 442.2) dropped.
+    # docs/design.md, "Sensors and units": L1C statistics are the 13-band ones with the B10 entry (506.1 / 442.2) dropped.
     l1c = get_sensor("s2_l1c").stats
     assert len(l1c.mean) == 12 and 506.1 not in l1c.mean and 442.2 not in l1c.std
     assert l1c.mean[9] == 1473.8 and l1c.mean[10] == 2472.8

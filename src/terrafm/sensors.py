@@ -6,7 +6,7 @@ TerraFM (arXiv 2506.06281) reads three sensor products, each through its own pat
 - ``s2_l1c``: Sentinel-2 top-of-atmosphere reflectance, 12 bands (B10 dropped), DN = reflectance x 1e4.
 - ``s2_l2a``: Sentinel-2 surface reflectance, the same 12 bands.
 
-Bands are always matched **by name** (SPEC §1): datasets disagree on order (EuroSAT-MS puts B8A
+Bands are always matched **by name** (docs/design.md, "Sensors and units"): datasets disagree on order (EuroSAT-MS puts B8A
 last) and on spelling (``B8A``, ``B08A``, ``08A - Vegetation Red Edge``, ``vv``).
 :func:`normalize` is the one function that turns raw values into model input.
 """
@@ -135,7 +135,7 @@ _S1_BANDS = (
     Band("VH", 10, 55465.76, "vertical transmit, horizontal receive"),
 )
 
-# Reference statistics from TerraMesh (a Major-TOM subset), SPEC §1. L1C drops the B10 entry.
+# Reference statistics from TerraMesh (a Major-TOM subset), docs/design.md, "Sensors and units". L1C drops the B10 entry.
 S2_L2A_STATS = Stats(
     (
         1390.5,

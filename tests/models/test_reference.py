@@ -1,4 +1,4 @@
-"""TerraFM computes the same function as the published reference numerics (SPEC §2)."""
+"""TerraFM computes the same function as the published reference numerics (docs/design.md, "Encoder and checkpoint layout")."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""The pretraining loop: exact resume, faults, SIGTERM, outputs (SPEC §4)."""
+"""The pretraining loop: exact resume, faults, SIGTERM, outputs (docs/design.md, "Objective")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Per-step schedules (SPEC §4, DINO v1 recipe)."""
+"""Per-step schedules (docs/design.md, "Objective", DINO v1 recipe)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Projection head, multi-crop wrapper, parameter groups, EMA and the training step (SPEC §4)."""
+"""Projection head, multi-crop wrapper, parameter groups, EMA and the training step (docs/design.md, "Objective")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``terrafm make-world``: generate the built-in synthetic multi-sensor world (issue 3).
+"""``terrafm make-world``: generate the built-in synthetic multi-sensor world.
 
 Writes Major-TOM products (S2L2A, S2L1C, S1RTC), ``landcover.parquet``, WorldCover rasters and the
 held-out downstream tasks into ``--out``; see ``docs/synthetic_world.md``.

@@ -1,4 +1,4 @@
-"""``terrafm pretrain``: self-supervised pretraining from a YAML config (SPEC §4).
+"""``terrafm pretrain``: self-supervised pretraining from a YAML config (docs/design.md, "Objective").
 
 Runs as one process by default; launch under ``torchrun`` for DDP / FSDP2 (see
 docs/pretraining.md).

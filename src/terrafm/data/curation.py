@@ -1,4 +1,4 @@
-"""TerraFM's curation of pretraining cells into tiles (SPEC §5).
+"""TerraFM's curation of pretraining cells into tiles (docs/design.md, "Pretraining data").
 
 Cells without the requested sensors are already dropped by the sources. Here ocean cells are thinned
 to a fraction (2 % by default; "ocean" is :func:`terrafm.data.landcover.is_ocean`), and every kept

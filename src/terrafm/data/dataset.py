@@ -1,4 +1,4 @@
-"""Pretraining datasets: curated tiles -> normalised sensors -> multi-crop views (SPEC §4–5).
+"""Pretraining datasets: curated tiles -> normalised sensors -> multi-crop views (docs/design.md, "Objective", "Pretraining data").
 
 :class:`TileDataset` reads one curated tile from its source and applies the quality rules
 (:func:`terrafm.data.tiles.finish_tile`). :class:`MultiCropDataset` turns it into views; a bad

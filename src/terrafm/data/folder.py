@@ -1,4 +1,4 @@
-"""A folder of co-registered GeoTIFFs (or JP2s) as a pretraining tile source (issue 3).
+"""A folder of co-registered GeoTIFFs (or JP2s) as a pretraining tile source.
 
 A *scene* gives, per sensor, one multi-band raster or one raster per band (band name in the file
 name, e.g. a Sentinel-2 SAFE's ``T33UUU_20170216T102101_B02.jp2``). Rasters may be any size and

@@ -1,6 +1,6 @@
 """In-memory GeoTIFF / PNG encoding and decoding, CRS repair and resampling to the 10 m grid.
 
-Major-TOM stores every band as a complete GeoTIFF file inside a parquet cell (SPEC §5); the
+Major-TOM stores every band as a complete GeoTIFF file inside a parquet cell (docs/design.md, "Pretraining data"); the
 folder source reads the same rasters from disk. Both go through :func:`decode_geotiff`, and both
 bring 20 m / 60 m bands onto the 10 m grid with :func:`resample_to`.
 """

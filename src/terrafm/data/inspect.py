@@ -1,7 +1,7 @@
 """A pre-flight report on pretraining roots: curation counts, strata and a timed read scan.
 
 Used by ``terrafm data``; answers "what will the model see, and can every tile be read?" before
-a long run (SPEC §5 curation, issue 3 bad input).
+a long run (docs/design.md, "Pretraining data" curation).
 """
 
 from __future__ import annotations

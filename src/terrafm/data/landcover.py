@@ -1,4 +1,4 @@
-"""Per-cell land-cover metadata: ESA WorldCover class, histogram, climate zone, region (SPEC §4–5).
+"""Per-cell land-cover metadata: ESA WorldCover class, histogram, climate zone, region (docs/design.md, "Objective", "Pretraining data").
 
 Used for curation (ocean cells), stratified sampling and the dual-centring loss's class label; never
 as a model input. Read from ``<root>/landcover.parquet`` (contract A), or computed from a
@@ -30,7 +30,7 @@ __all__ = [
     "write_landcover",
 ]
 
-# ESA WorldCover codes, in the order of the histogram column (SPEC §5).
+# ESA WorldCover codes, in the order of the histogram column (docs/design.md, "Pretraining data").
 WORLDCOVER_CLASSES = (10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100)
 OCEAN_CLASS = 80  # permanent water bodies; WorldCover does not separate sea from lakes
 UNKNOWN = "unknown"
@@ -64,7 +64,7 @@ class LandCover:
 
 
 def is_ocean(lc: LandCover, min_water: float = 0.95) -> bool:
-    """The TerraFM curation's "ocean cell" (explicit choice, SPEC §5).
+    """The TerraFM curation's "ocean cell" (explicit choice, docs/design.md, "Pretraining data").
 
     A cell is ocean when its dominant class is 80 (permanent water) **and** water covers more than
     ``min_water`` of it, or its region is literally ``ocean``. Coastal and lake cells with land

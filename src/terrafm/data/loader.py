@@ -1,4 +1,4 @@
-"""The one builder the pretraining code calls: roots -> contract-B batches (SPEC §4–5).
+"""The one builder the pretraining code calls: roots -> contract-B batches (docs/design.md, "Objective", "Pretraining data").
 
 ``build_pretrain_loader(roots, sensors, batch_size, ...)`` opens the sources (Major-TOM roots or
 GeoTIFF folders), pairs and curates cells, cuts tiles, and returns a :class:`PretrainLoader`: a
@@ -42,7 +42,7 @@ log = logging.getLogger("terrafm.data")
 
 @dataclass(frozen=True)
 class CurationConfig:
-    """Which cells and tiles enter pretraining (SPEC §5).
+    """Which cells and tiles enter pretraining (docs/design.md, "Pretraining data").
 
     Attributes:
         require_all: keep only cells with every requested sensor.
@@ -251,7 +251,7 @@ def build_pretrain_loader(
             GeoTIFF folders (``<root>/<scene>/<sensor>/*.tif``) or built sources.
         sensors: sensor keys, e.g. ``("s1", "s2_l1c", "s2_l2a")``; every batch view carries all.
         batch_size: samples per batch on this rank (incomplete last batches are dropped).
-        views: crop sizes, counts and sensor-draw rule (SPEC §4 defaults).
+        views: crop sizes, counts and sensor-draw rule (docs/design.md, "Objective" defaults).
         curation: cell selection (all sensors required, 2 % ocean kept).
         quality: pixel / sample quality rules and ``fail_fast``.
         samples_per_epoch: samples per epoch over all ranks (default: the number of tiles).

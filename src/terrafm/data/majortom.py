@@ -1,4 +1,4 @@
-"""Major-TOM Core layout: writer and lazy reader (SPEC §5, contract A).
+"""Major-TOM Core layout: writer and lazy reader (docs/design.md, "Pretraining data", contract A).
 
 Layout per product (``S2L2A``, ``S2L1C``, ``S1RTC``)::
 
@@ -571,7 +571,7 @@ def _s2_tile(
     empty = np.all([arrays[b] == nd for b, nd in zip(ten_m, nodata)], axis=0)  # (T, T)
     data = np.stack([arrays[b].astype(np.float32) for b in bands])  # (12, T, T) in stem order
     if harmonize and baseline >= 400:
-        data -= BOA_ADD_OFFSET  # DN = reflectance x 1e4 + 1000 since baseline 04.00 (SPEC §1)
+        data -= BOA_ADD_OFFSET  # DN = reflectance x 1e4 + 1000 since baseline 04.00 (docs/design.md, "Sensors and units")
     valid = ~empty
     if mask:
         valid &= arrays[mask[0]] == 0

@@ -1,4 +1,4 @@
-"""Multi-crop views with sensors as augmentation, and their collate (SPEC §4, contract B).
+"""Multi-crop views with sensors as augmentation, and their collate (docs/design.md, "Objective", contract B).
 
 Per tile: ``n_global`` global random-resized crops (scale 0.25–1.0 -> 224 px) and ``n_local`` local
 ones (scale 0.05–0.25 -> 96 px). One crop box and one flip decision are applied to all co-registered
@@ -46,7 +46,7 @@ Box = tuple[int, int, int, int]  # (top, left, height, width)
 
 @dataclass(frozen=True)
 class MultiCropConfig:
-    """Sizes and probabilities of the views (defaults: SPEC §4).
+    """Sizes and probabilities of the views (defaults: docs/design.md, "Objective").
 
     Attributes:
         global_size: side of global views (multiple of 16).

@@ -1,4 +1,4 @@
-"""Land-cover-aware sampling across ranks, deterministic and resumable (SPEC §5, issue 3).
+"""Land-cover-aware sampling across ranks, deterministic and resumable (docs/design.md, "Pretraining data").
 
 Each tile is weighted by ``count(stratum) ** -balance`` (``balance=1``: inverse stratum frequency,
 TerraFM's "sample evenly over strata" as a **choice**; 0: uniform). Every epoch draws one global

@@ -1,4 +1,4 @@
-"""Major-TOM as a tile source: products paired by grid cell, land cover attached (SPEC §5).
+"""Major-TOM as a tile source: products paired by grid cell, land cover attached (docs/design.md, "Pretraining data").
 
 ``<root>/S2L2A``, ``<root>/S2L1C`` and ``<root>/S1RTC`` are paired by ``grid_cell``; each cell is
 split into ``tiles_per_side``² tiles (four 534 px tiles of a 1068 px cell). Land cover comes from

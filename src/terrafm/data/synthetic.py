@@ -1,4 +1,4 @@
-"""The built-in synthetic multi-sensor world, written in the Major-TOM layout (issue 3, SPEC §5).
+"""The built-in synthetic multi-sensor world, written in the Major-TOM layout (docs/design.md, "Pretraining data").
 
 So that everything runs on a fresh machine with no downloads, :func:`make_world` generates a small
 Earth: grid cells with Major-TOM names, UTM grids, climate zones and regions; spatially coherent
@@ -87,7 +87,7 @@ class WorldConfig:
         cell_size: cell side in px at 10 m (multiple of 6, so 20 m and 60 m bands align; real
             Major-TOM cells are 1068 px).
         seed: world seed; the same config and seed give the same bytes.
-        ocean_fraction: share of open-ocean cells (curation keeps only a few, SPEC §5).
+        ocean_fraction: share of open-ocean cells (curation keeps only a few, docs/design.md, "Pretraining data").
         cloud_fraction: probability that a cell's S2 scene has clouds.
         nodata_fraction: probability of a no-data edge, per S2 and per S1 scene.
         s1_missing: probability that a cell has no S1RTC product.

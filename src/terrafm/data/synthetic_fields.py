@@ -1,8 +1,8 @@
 """Spatial building blocks of the synthetic world: random fields, parcels, lines, resampling.
 
 Everything here is plain numpy on (H, W) grids and takes an explicit ``numpy.random.Generator``, so
-the world is reproducible by seed (issue 3, "built-in default"). Real 10 m scenes show
-neighbouring-pixel correlation of 0.7–0.99 (SPEC §8); these fields are how the generator gets it:
+the world is reproducible by seed ("built-in default"). Real 10 m scenes show
+neighbouring-pixel correlation of 0.7–0.99 (docs/design.md, "Calibration of the synthetic world"); these fields are how the generator gets it:
 smooth Gaussian random fields for land-cover regions and moisture, power-law (fractal) fields for
 terrain and texture, oriented strips for agricultural parcels, polylines for rivers and roads.
 """

@@ -1,6 +1,6 @@
 """Geography of the synthetic world: Major-TOM grid cells, UTM grids, climate zones, regions.
 
-Major-TOM (SPEC §5) names cells on a 10 km equal-distance grid: rows are 10 km apart along the
+Major-TOM (docs/design.md, "Pretraining data") names cells on a 10 km equal-distance grid: rows are 10 km apart along the
 meridian, counted north (``U``) or south (``D``) of the equator; each row has as many columns as
 10 km fit into its parallel, counted east (``R``) or west (``L``) of Greenwich, e.g. ``282D_485L``.
 Each synthetic cell gets such a name, a UTM CRS, the affine transform of its 10 m pixel grid, a
@@ -223,7 +223,7 @@ def mgrs_tile(epsg: int, lat: float, easting: float, northing: float) -> str:
 
 
 def _baseline(year: int) -> str:
-    # Processing baselines before 04.00: no BOA_ADD_OFFSET on L2A DNs (SPEC §1).
+    # Processing baselines before 04.00: no BOA_ADD_OFFSET on L2A DNs (docs/design.md, "Sensors and units").
     return {2017: "N0205", 2018: "N0206", 2019: "N0213", 2020: "N0214"}.get(year, "N0300")
 
 

@@ -1,4 +1,4 @@
-"""Land-cover maps of the synthetic world over the ESA WorldCover classes (SPEC §5).
+"""Land-cover maps of the synthetic world over the ESA WorldCover classes (docs/design.md, "Pretraining data").
 
 A cell's map is built the way landscapes look from 10 m: class regions are the arg-max of smooth
 random "potential" fields, one per class, each with its own patch scale and a preference for low

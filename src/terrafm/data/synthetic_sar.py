@@ -1,12 +1,12 @@
 """Sentinel-1 backscatter of the synthetic world: VV / VH linear power per class, with speckle.
 
-Per class a mean backscatter in dB (VV, VH), calibrated so that the scene averages of SPEC §8 hold
+Per class a mean backscatter in dB (VV, VH), calibrated so that the scene averages of docs/design.md, "Calibration of the synthetic world" hold
 (Sen1Floods11: dry land VV -9.3 / VH -16.9 dB, water VV -17.0 / VH -25.2 dB): forests bright in VH
 (volume scattering), built-up very bright and heterogeneous (double bounce, corner reflectors),
 flooded vegetation bright in VV, calm water and smooth sand dark. Per-field soil moisture and crop
 state, per-cell wind over water and terrain slopes facing the radar modulate it; multiplicative
 Gamma speckle with an equivalent number of looks of about 4.4 (IW GRD) is applied per pixel and
-polarisation. Values are linear power, as Major-TOM's S1RTC stores them (SPEC §5).
+polarisation. Values are linear power, as Major-TOM's S1RTC stores them (docs/design.md, "Pretraining data").
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """Surface reflectance (Sentinel-2 L2A) of the synthetic world, per WorldCover class.
 
-Each pixel is a mixture of endmember spectra (12 bands, DN = reflectance x 10000, SPEC §1) with
+Each pixel is a mixture of endmember spectra (12 bands, DN = reflectance x 10000, docs/design.md, "Sensors and units") with
 abundances drawn from the scene's structure: canopy crowns and gaps for tree cover, shrubs
 speckled over soil, green-to-straw grassland, one crop state per field parcel (bare, emerging,
 green, stubble) with row texture, roofs of several materials in street blocks, sand ripples and
 rock on bare ground, clear-to-turbid water, pools in wetlands, topographic shading on snow.
 Mixing endmembers is what gives real imagery its strong band-to-band correlation.
 
-The vegetation, built-up and water endmembers are the EuroSAT-MS class means of SPEC §8 (L1C)
+The vegetation, built-up and water endmembers are the EuroSAT-MS class means of docs/design.md, "Calibration of the synthetic world" (L1C)
 inverted through the nominal atmosphere, so the generated L1C reproduces them; the rest (soil,
 sand, rock, snow, roofs, asphalt, moss, mangrove, wetland) follow the usual library shapes:
 vegetation's red edge, water dark in NIR/SWIR, bright soil rising into SWIR1, snow bright in the
@@ -34,7 +34,7 @@ __all__ = [
     "surface_reflectance",
 ]
 
-# Mean S2 L1C DN per EuroSAT-MS class, SPEC §8 (bands in S2_BANDS order).
+# Mean S2 L1C DN per EuroSAT-MS class, docs/design.md, "Calibration of the synthetic world" (bands in S2_BANDS order).
 EUROSAT_L1C_MEANS: dict[str, tuple[float, ...]] = {
     "AnnualCrop": (1417, 1228, 1238, 1266, 1583, 2694, 3275, 3167, 3583, 913, 2501, 1632),
     "Forest": (1121, 817, 670, 409, 706, 1988, 2582, 2529, 2915, 741, 1263, 503),

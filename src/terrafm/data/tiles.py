@@ -1,4 +1,4 @@
-"""What every pretraining source yields: cells, tiles and per-sensor tile arrays (SPEC §4–5).
+"""What every pretraining source yields: cells, tiles and per-sensor tile arrays (docs/design.md, "Objective", "Pretraining data").
 
 A *cell* is a Major-TOM grid cell (or a scene of a GeoTIFF folder); it is cut into *tiles* (four
 534 px tiles per 1068 px cell). A source lists its cells (:class:`CellInfo`) and reads one tile of

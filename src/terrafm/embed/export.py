@@ -1,14 +1,14 @@
-"""Export the encoder for serving: ONNX and ``torch.export`` (SPEC §7.7).
+"""Export the encoder for serving: ONNX and ``torch.export`` (docs/design.md, "What users need").
 
 The exported program takes one normalised tensor (B, C, H, W) per sensor, in the order given at
 export (one sensor = the published single-sensor path, several = cross-attention fusion with all
 sensors present), and returns ``cls`` (B, D) and ``patch_tokens`` (B, N, D), the model's
 ``x_norm_clstoken`` and ``x_norm_patchtokens``. The batch size is dynamic; height and width are
-fixed at export, because the position embedding is resized for one patch grid (SPEC §2).
+fixed at export, because the position embedding is resized for one patch grid (docs/design.md, "Encoder and checkpoint layout").
 
 Both formats carry a ``terrafm`` JSON description: sensors, band order, normalisation statistics
 and units, input size, patch size, model name, so a served model says what input it expects
-(SPEC §1). Every export is checked against the PyTorch model on random input.
+(docs/design.md, "Sensors and units"). Every export is checked against the PyTorch model on random input.
 """
 
 from __future__ import annotations

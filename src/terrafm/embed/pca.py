@@ -1,4 +1,4 @@
-"""PCA-RGB preview of an embedding raster (SPEC §7.6).
+"""PCA-RGB preview of an embedding raster (docs/design.md, "What users need").
 
 The first three principal components of the valid pixels' feature vectors, each stretched between
 its 2nd and 98th percentile, shown as red, green and blue; nodata is transparent. Both passes

@@ -1,4 +1,4 @@
-"""Resumable runs: the progress sidecar beside the embedding GeoTIFF (SPEC §7.6).
+"""Resumable runs: the progress sidecar beside the embedding GeoTIFF (docs/design.md, "What users need").
 
 ``OUT.tif.progress.json`` records the run's fingerprint (inputs, model, options), the windows whose
 blocks are durably in ``OUT.tif`` with a checksum of each block, and the table parts already

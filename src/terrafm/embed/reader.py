@@ -1,4 +1,4 @@
-"""Read one window of a scene: raw bands, validity, normalisation, patch validity (SPEC §1).
+"""Read one window of a scene: raw bands, validity, normalisation, patch validity (docs/design.md, "Sensors and units").
 
 Each reader thread owns a :class:`SceneReader` with its own open datasets (GDAL handles are not
 shared across threads). A window is read with rasterio windowed reads, only the part inside the

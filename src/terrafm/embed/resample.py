@@ -1,4 +1,4 @@
-"""Window-exact upsampling of 20 m / 60 m bands onto the 10 m grid (SPEC §1).
+"""Window-exact upsampling of 20 m / 60 m bands onto the 10 m grid (docs/design.md, "Sensors and units").
 
 Sentinel-2 stores bands at 10, 20 and 60 m. The scene is embedded on the finest grid, and a coarser
 band is upsampled by its integer factor ``f``. To stream a scene window by window, each output

@@ -1,4 +1,4 @@
-"""Many scenes: a CSV scene list, sharded across ``torchrun`` ranks (SPEC §7.6).
+"""Many scenes: a CSV scene list, sharded across ``torchrun`` ranks (docs/design.md, "What users need").
 
 The list has a header row with ``out`` (the embedding GeoTIFF), optional ``table`` and ``preview``,
 and one column per sensor key (``s1``, ``s2_l1c``, ``s2_l2a``) holding that scene's raster or band

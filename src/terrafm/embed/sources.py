@@ -1,4 +1,4 @@
-"""Scene inputs: one raster source per sensor, checked for a common grid (SPEC §1, §7.3–7.4).
+"""Scene inputs: one raster source per sensor, checked for a common grid (docs/design.md, "Sensors and units", "What users need").
 
 A source is either
 

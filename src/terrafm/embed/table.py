@@ -1,4 +1,4 @@
-"""The per-window GeoParquet table: footprint, CLS embedding, source files (SPEC §7.6).
+"""The per-window GeoParquet table: footprint, CLS embedding, source files (docs/design.md, "What users need").
 
 One row per embedded window; ``sensors`` lists the sensors the window was embedded from (fewer
 than the scene's where a sensor had no data, see docs/embed.md). ``geometry`` is the window footprint as WKB in the raster's CRS, and

@@ -1,4 +1,4 @@
-"""Tiling a scene into model windows, and which window owns each output pixel (SPEC §7.6).
+"""Tiling a scene into model windows, and which window owns each output pixel (docs/design.md, "What users need").
 
 Everything here is in units of 16-pixel patches, so window edges always fall on patch edges and the
 embedding raster (one pixel per patch) has an exact transform. Windows of ``size`` patches start

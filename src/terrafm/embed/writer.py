@@ -4,7 +4,7 @@ One band per feature, float32, NaN = nodata, pixel size 16 x the input's, same C
 input transform scaled by 16 (exact). The file is created uncompressed and tiled, and every tile is
 allocated (filled with nodata) before the first window is written. Later writes then overwrite
 bytes in place and never move the TIFF directory, so a run killed at any moment leaves a readable
-file whose already-checkpointed windows are intact; this is what makes resume safe (SPEC §7.6).
+file whose already-checkpointed windows are intact; this is what makes resume safe (docs/design.md, "What users need").
 Compress the finished file afterwards if needed (``gdal_translate -co COMPRESS=ZSTD``).
 
 Windows own blocks that do not line up with the file's 16 x 16 tiles (a 224 px window owns 14 x 14

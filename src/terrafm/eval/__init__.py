@@ -1,4 +1,4 @@
-"""Evaluation harness (SPEC §6): benchmark readers, frozen features, kNN, linear probe,
+"""Evaluation harness (docs/design.md, "Evaluation protocols"): benchmark readers, frozen features, kNN, linear probe,
 fine-tuning, segmentation probes (patch linear, UPerNet), metrics, reports and suites.
 
 Quick use::

@@ -1,4 +1,4 @@
-"""Mapping a dataset's bands onto a sensor stem by name, with documented imputation (SPEC §1, §6.1).
+"""Mapping a dataset's bands onto a sensor stem by name, with documented imputation (docs/design.md, "Sensors and units", "Evaluation protocols / GEO-Bench v1").
 
 Datasets declare the names of the channels they hold; the stem expects its own bands in its own
 order (:mod:`terrafm.sensors`). A :class:`BandPlan` says, for every stem band, which dataset channel

@@ -1,4 +1,4 @@
-"""k-nearest-neighbour classification on frozen features, as SPEC §6.1 defines it.
+"""k-nearest-neighbour classification on frozen features, as docs/design.md, "Evaluation protocols / GEO-Bench v1" defines it.
 
 For every test embedding: cosine similarity to every training embedding, the ``k`` most similar
 (k = 20; k = 5 also reported), each voting for its class with weight ``exp(sim / T)``, T = 0.07;

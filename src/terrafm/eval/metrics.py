@@ -1,4 +1,4 @@
-"""Evaluation metrics, computed with torchmetrics (SPEC §6).
+"""Evaluation metrics, computed with torchmetrics (docs/design.md, "Evaluation protocols").
 
 - ``top1``: overall accuracy (micro) for single-label classification.
 - ``micro_f1``: micro-averaged F1 of binary multi-label predictions (GEO-Bench kNN, BigEarthNet).

@@ -1,4 +1,4 @@
-"""Published results that runs are set beside (SPEC §6.1-§6.3), as data.
+"""Published results that runs are set beside (docs/design.md, "Evaluation protocols / GEO-Bench v1"-§6.3), as data.
 
 Each :class:`Published` row is one number of one table: benchmark, task, protocol, the sensors fed,
 the training partition, the metric, the model and the value (%). :func:`published_for` finds the

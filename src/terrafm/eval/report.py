@@ -63,7 +63,7 @@ def markdown_report(
                    + (f", {r['skipped']} unreadable samples skipped" if r.get("skipped") else "") + ")")  # fmt: skip
         for note in r.get("notes", []):
             out.append(f"  - {note}")
-    out += ["", "Published numbers: SPEC §6 (TerraFM, ICLR 2026, and the baselines it reports). They are "
+    out += ["", "Published numbers: docs/design.md, 'Evaluation protocols' (TerraFM, ICLR 2026, and the baselines it reports). They are "
             "for the published weights and full protocols; runs with other weights, fewer epochs or "
             "other sizes are not expected to match.", ""]  # fmt: skip
     return "\n".join(out)

@@ -1,4 +1,4 @@
-"""Training subsets: label fractions and named partitions (SPEC §6.1: 100 % and 1 % of labels).
+"""Training subsets: label fractions and named partitions (docs/design.md, "Evaluation protocols / GEO-Bench v1": 100 % and 1 % of labels).
 
 GEO-Bench ships its label-fraction partitions (``0.01x_train`` ...); they are applied by sample id.
 For other tasks :func:`fraction_indices` draws a seeded subset: stratified per class for

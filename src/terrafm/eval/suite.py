@@ -1,4 +1,4 @@
-"""Whole published tables in one call (SPEC §6): ``run_suite("geobench-knn", ...)``.
+"""Whole published tables in one call (docs/design.md, "Evaluation protocols"): ``run_suite("geobench-knn", ...)``.
 
 ============================  ============================================================
 suite                         rows

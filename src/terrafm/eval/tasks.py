@@ -1,4 +1,4 @@
-"""Downstream tasks and the evaluation sample contract (SPEC §6; contract D).
+"""Downstream tasks and the evaluation sample contract (docs/design.md, "Evaluation protocols"; contract D).
 
 Every benchmark reader builds an :class:`EvalTask`: which sensors it holds (with the names and unit
 of the raw channels), its splits as lists of :class:`SampleRef`, and a ``load`` function returning a

@@ -1,4 +1,4 @@
-"""UPerNet on four ViT block outputs, with a feature pyramid and an auxiliary FCN head (SPEC §6.2).
+"""UPerNet on four ViT block outputs, with a feature pyramid and an auxiliary FCN head (docs/design.md, "Evaluation protocols / Copernicus-Bench").
 
 Written here from the published description (Xiao et al., "Unified Perceptual Parsing", 2018, and
 the Copernicus-Bench segmentation protocol):

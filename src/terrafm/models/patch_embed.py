@@ -1,4 +1,4 @@
-"""Sensor stems and cross-attention fusion of TerraFM (SPEC §2–3, paper §3.2).
+"""Sensor stems and cross-attention fusion of TerraFM (docs/design.md, "Encoder and checkpoint layout", "Fusion", paper §3.2).
 
 Each sensor product has its own 16 x 16 patch convolution to a wide token of width ``A = 3 D`` plus
 a learned modality vector. Tokens of the sensors present at a patch position are fused by ``N_q``

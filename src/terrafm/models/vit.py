@@ -1,8 +1,8 @@
-"""The TerraFM encoder: sensor stems + fusion, then a DINO-v1-style ViT (SPEC §2).
+"""The TerraFM encoder: sensor stems + fusion, then a DINO-v1-style ViT (docs/design.md, "Encoder and checkpoint layout").
 
 Inputs are always a dict from sensor key (``s1``, ``s2_l1c``, ``s2_l2a``) to a normalised tensor
 (B, C, H, W) with H and W multiples of 16; the sensor is never inferred from a channel count. One
-key takes the published single-sensor path; several keys are fused per patch (SPEC §3).
+key takes the published single-sensor path; several keys are fused per patch (docs/design.md, "Fusion").
 
 The model contract used by evaluation, embedding and export:
 ``forward`` (normed CLS, (B, D)), ``forward_features`` (dict), ``get_intermediate_layers`` (the
@@ -106,7 +106,7 @@ class TerraFM(nn.Module):
 
     # ------------------------------------------------------------------ init
     def init_weights(self) -> None:
-        """DINO initialisation (SPEC §2): trunc-normal 0.02 for linears and tokens, zero biases."""
+        """DINO initialisation (docs/design.md, "Encoder and checkpoint layout"): trunc-normal 0.02 for linears and tokens, zero biases."""
         trunc_normal_(self.pos_embed, std=0.02)
         trunc_normal_(self.cls_token, std=0.02)
         trunc_normal_(self.patch_embed.projection.queries, std=0.02)

@@ -4,7 +4,7 @@ Everything is drawn with matplotlib's Agg backend and written atomically. The fe
 follow the DINO papers' habit: the first three principal components of the patch tokens of a few
 scenes (fitted jointly over those scenes, so colours are comparable between them) shown as RGB,
 and the last block's CLS-to-patch attention per head (``model.get_last_selfattention``), beside the
-scene's true-colour image and its WorldCover map (SPEC §2 outputs, §5 classes).
+scene's true-colour image and its WorldCover map (docs/design.md, "Encoder and checkpoint layout" outputs, §5 classes).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Self-supervised pretraining of TerraFM: DINO self-distillation with dual centering (SPEC §4).
+"""Self-supervised pretraining of TerraFM: DINO self-distillation with dual centering (docs/design.md, "Objective").
 
 Submodules: ``heads`` (projection head, multi-crop wrapper), ``loss`` (dual-centred DINO loss),
 ``schedules``, ``step`` (one training step, EMA, parameter groups), ``train`` (the loop),

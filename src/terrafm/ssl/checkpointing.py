@@ -1,4 +1,4 @@
-"""Training-state checkpoints for exact resume (SPEC §4 scale-out).
+"""Training-state checkpoints for exact resume (docs/design.md, "Objective" scale-out).
 
 One file, ``<output_dir>/checkpoint.pt``, holds the student (backbone + head), the teacher, the
 optimiser, the loss centres, the step, every rank's RNG states, the data position and the resolved

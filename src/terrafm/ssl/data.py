@@ -1,7 +1,7 @@
 """From ``cfg.data`` to a stream of contract-B batches: the Major-TOM loader as a BatchSource.
 
 Builds :func:`terrafm.data.loader.build_pretrain_loader` with the config's crops, curation and
-sampling, and maps the component switches of SPEC §4 to the loader's sensor draw (see
+sampling, and maps the component switches of docs/design.md, "Objective" to the loader's sensor draw (see
 :class:`terrafm.config.DataConfig` and :func:`sensor_plan`).
 """
 

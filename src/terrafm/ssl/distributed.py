@@ -1,4 +1,4 @@
-"""Process groups and model wrapping for ``torchrun`` launches (SPEC §4 scale-out).
+"""Process groups and model wrapping for ``torchrun`` launches (docs/design.md, "Objective" scale-out).
 
 A plain ``python``/``terrafm`` launch is a single process and touches no collective. Under
 ``torchrun`` (which sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) the process group is created

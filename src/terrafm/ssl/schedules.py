@@ -1,4 +1,4 @@
-"""Per-step schedules of the pretraining recipe, as precomputed arrays (SPEC §4, DINO v1).
+"""Per-step schedules of the pretraining recipe, as precomputed arrays (docs/design.md, "Objective", DINO v1).
 
 - learning rate: linear warm-up from 0, then cosine to ``min_lr``;
 - weight decay: cosine from 0.04 to 0.4;

@@ -1,4 +1,4 @@
-"""Copernicus-Bench Sentinel-1/2 tasks as distributed (SPEC §6.2).
+"""Copernicus-Bench Sentinel-1/2 tasks as distributed (docs/design.md, "Evaluation protocols / Copernicus-Bench").
 
 ``--data-root`` is the folder holding the task folders (or one task folder itself); each task is
 found by its marker file, also one level down (the Hugging Face release nests them as
@@ -48,7 +48,7 @@ S2_13_B8A_LAST = (*S2_13[:8], "B09", "B10", "B11", "B12", "B8A")
 S2_12 = tuple(b for b in S2_13 if b != "B10")
 S1 = ("VV", "VH")
 SPLITS = ("train", "val", "test")
-# Copernicus-Bench z-score statistics (SPEC §6.2), in stem order; the S2 B10 entry is dropped.
+# Copernicus-Bench z-score statistics (docs/design.md, "Evaluation protocols / Copernicus-Bench"), in stem order; the S2 B10 entry is dropped.
 _S2_MEAN = (
     1353.7,
     1117.2,
@@ -150,7 +150,7 @@ COPERNICUS_TASKS: dict[str, tuple[tuple[str, ...], str, str, tuple[str, ...]]] =
     "lcz_s2": (("lcz_s1s2", "lcz_s2", "lcz"), "lcz_train.h5", "lcz", ("s2_l1c",)),
 }
 _ALIASES = {"lcz": "lcz_s2", "bigearthnet": "bigearthnet_s1s2", "dfc2020": "dfc2020_s1s2"}
-# Protocol input sizes (SPEC §6.2).
+# Protocol input sizes (docs/design.md, "Evaluation protocols / Copernicus-Bench").
 _SIZES = {"cloud": 512, "dfc": 256, "lcz": 112}
 
 

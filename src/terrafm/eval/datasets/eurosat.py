@@ -1,4 +1,4 @@
-"""EuroSAT-MS as distributed: ``<Class>/<Class>_<n>.tif`` folders (SPEC §6.4).
+"""EuroSAT-MS as distributed: ``<Class>/<Class>_<n>.tif`` folders (docs/design.md, "Evaluation protocols / EuroSAT-MS folders").
 
 Each file is a 13-band Sentinel-2 L1C GeoTIFF (uint16 DN) in the order B01..B12 then **B8A last**;
 the files carry no band names, so the order is declared here and mapped by name. Classes are the

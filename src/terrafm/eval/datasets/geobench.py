@@ -1,4 +1,4 @@
-"""GEO-Bench v1 (``classification_v1.0`` / ``segmentation_v1.0``) HDF5 tasks (SPEC §6.1).
+"""GEO-Bench v1 (``classification_v1.0`` / ``segmentation_v1.0``) HDF5 tasks (docs/design.md, "Evaluation protocols / GEO-Bench v1").
 
 Layout: ``<root>/<benchmark>/<task>/`` with one ``<sample>.hdf5`` per sample, ``*_partition.json``
 files (``default``, ``0.01x_train`` ... ``1.00x_train``; keys ``train``/``valid``/``test``), and

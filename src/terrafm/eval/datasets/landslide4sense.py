@@ -1,4 +1,4 @@
-"""Landslide4Sense (SPEC §6.3): 128 x 128 HDF5 patches with 14 layers and binary masks.
+"""Landslide4Sense (docs/design.md, "Evaluation protocols / Landslide4Sense"): 128 x 128 HDF5 patches with 14 layers and binary masks.
 
 Two layouts are read:
 
@@ -9,7 +9,7 @@ Two layouts are read:
 
 Image files hold a dataset ``img`` (128, 128, 14): Sentinel-2 B1..B12 (with B10, without B8A), then
 ALOS PALSAR slope and DEM; mask files hold ``mask`` (128, 128), 1 = landslide (any non-zero value is
-read as landslide). The protocol is unpublished; the choice here (SPEC §6.3) feeds the 12 S2 bands
+read as landslide). The protocol is unpublished; the choice here (docs/design.md, "Evaluation protocols / Landslide4Sense") feeds the 12 S2 bands
 through the L1C stem (B10 dropped, B8A imputed from B08, slope/DEM ignored). The released values are
 rescaled from reflectance by an undocumented factor, so the unit is ``scaled`` and the default
 normalisation is ``dataset`` (per-band statistics of the training split).

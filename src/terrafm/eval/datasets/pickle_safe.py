@@ -1,4 +1,4 @@
-"""Reading the pickles that benchmark files carry, without running anything in them (SPEC §6.1).
+"""Reading the pickles that benchmark files carry, without running anything in them (docs/design.md, "Evaluation protocols / GEO-Bench v1").
 
 GEO-Bench stores sample metadata as a pickle: the HDF5 root attribute ``pickle`` holds the string
 form of a bytes literal (``"b'\\x80\\x04...'"``), and every task folder has a ``task_specs.pkl``.
