@@ -31,7 +31,7 @@ import torch
 
 
 def _world(path: Path, seed: int, per_class: int) -> Path:
-    from terrafm.data.synthetic import make_world, world_config
+    from terrafm.world.generate import make_world, world_config
 
     cfg = world_config(
         "quickstart",

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from terrafm.data.majortom import PRODUCTS, _image_row
-from terrafm.data.synthetic import make_world, plan_world, render_product, world_config
-from terrafm.data.synthetic_cells import render_s1, render_s2, render_scene, render_surface
+from terrafm.world.cells import render_s1, render_s2, render_scene, render_surface
+from terrafm.world.generate import make_world, plan_world, render_product, world_config
 
 
 def _size_mb(path: Path) -> float:

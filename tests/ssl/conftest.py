@@ -30,7 +30,7 @@ def tiny_cfg(tmp_path: Path):
 @pytest.fixture(scope="session")
 def mini_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny built-in world (8 cells of 48 px, no tasks): real Major-TOM layout, seconds to make."""
-    from terrafm.data.synthetic import make_world, world_config
+    from terrafm.world.generate import make_world, world_config
 
     out = tmp_path_factory.mktemp("world")
     cfg = world_config(

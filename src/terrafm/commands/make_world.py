@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from terrafm.data.synthetic import PRESETS, WorldError, make_world, world_config
+from terrafm.world.generate import PRESETS, WorldError, make_world, world_config
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -94,9 +94,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, ablate: list[str], out: Path) -> int:
     from terrafm.config import ConfigError
-    from terrafm.data.synthetic import WorldError
     from terrafm.quickstart.ablation import run_ablation_table
     from terrafm.quickstart.pipeline import run_quickstart
+    from terrafm.world.generate import WorldError
 
     try:
         if args.ablation_table:

@@ -1,7 +1,7 @@
 """``terrafm quickstart``: the whole TerraFM pipeline end to end on the built-in world (issue 7).
 
 1. Generate the built-in multi-sensor world (Major-TOM layout) and its held-out tasks
-   (:func:`terrafm.data.synthetic.make_world`).
+   (:func:`terrafm.world.generate.make_world`).
 2. Pretrain a small TerraFM with every component of SPEC §4 on: sensors as augmentation, fusion,
    dual centering, land-cover-aware sampling, multi-crop (:func:`terrafm.ssl.train.pretrain`).
 3. Evaluate the pretrained encoder and a random-init encoder of the same shape (the pretraining
@@ -36,12 +36,12 @@ import terrafm
 from terrafm.checkpoint import load_model
 from terrafm.config import PretrainConfig, ablation_overrides, config_diff, load_config, to_dict
 from terrafm.config import shipped_config as shipped_pretrain_config
-from terrafm.data.synthetic import load_manifest, make_world, world_config
 from terrafm.eval import load_task
 from terrafm.models import create_model
 from terrafm.quickstart.evaluate import evaluate_encoder, sensor_label
 from terrafm.quickstart.presets import SENSOR_SETS, Preset, get_preset
 from terrafm.ssl.metrics import read_metrics
+from terrafm.world.generate import load_manifest, make_world, world_config
 
 __all__ = [
     "COMPONENTS",

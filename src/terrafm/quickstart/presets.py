@@ -4,7 +4,7 @@
   minutes on a 2-core CPU (measured figures in ``docs/quickstart.md``).
 - ``micro``: the same pipeline shrunk to seconds, for smoke tests; its numbers mean nothing.
 
-A preset names a world preset of :mod:`terrafm.data.synthetic` with overrides, a shipped pretraining
+A preset names a world preset of :mod:`terrafm.world.generate` with overrides, a shipped pretraining
 config with ``key=value`` overrides (the strict merge of :mod:`terrafm.config`), and the probes.
 """
 
@@ -28,8 +28,8 @@ class Preset:
 
     Attributes:
         name: preset name.
-        world_preset: preset of :data:`terrafm.data.synthetic.PRESETS`.
-        world_overrides: :class:`~terrafm.data.synthetic.WorldConfig` fields replaced.
+        world_preset: preset of :data:`terrafm.world.generate.PRESETS`.
+        world_overrides: :class:`~terrafm.world.generate.WorldConfig` fields replaced.
         pretrain_config: shipped pretraining config (``terrafm/configs/<name>.yaml``).
         pretrain_overrides: ``key=value`` overrides on top of it.
         probes: how the encoders are evaluated.

@@ -2,7 +2,7 @@
 
 The task chips are small (64-96 px: 4 x 4 to 6 x 6 patches); a PCA or attention map of so few
 tokens says little. The held-out cells they were cut from are re-rendered here whole (192 px = 12 x
-12 patches in the quickstart world) with :func:`terrafm.data.synthetic_tasks.render_heldout`, from
+12 patches in the quickstart world) with :func:`terrafm.world.tasks.render_heldout`, from
 the world's own manifest, so the figures show test-split places that pretraining never saw.
 """
 
@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from terrafm.data.synthetic import WorldConfig, plan_world
-from terrafm.data.synthetic_atmosphere import S2_BANDS
-from terrafm.data.synthetic_landcover import CLASS_NAMES
-from terrafm.data.synthetic_tasks import render_heldout
 from terrafm.sensors import normalize
+from terrafm.world.atmosphere import S2_BANDS
+from terrafm.world.generate import WorldConfig, plan_world
+from terrafm.world.landcover import CLASS_NAMES
+from terrafm.world.tasks import render_heldout
 
 __all__ = ["Scene", "heldout_scenes", "world_config_from_manifest"]
 

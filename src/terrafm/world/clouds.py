@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from terrafm.data.synthetic_fields import fractal_fields, smooth_fields
-from terrafm.data.synthetic_spectra import CLOUD
+from terrafm.world.fields import fractal_fields, smooth_fields
+from terrafm.world.spectra import CLOUD
 
 __all__ = ["Clouds", "apply_clouds", "draw_clouds", "nodata_edge"]
 

@@ -23,9 +23,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from terrafm.data.synthetic_atmosphere import S2_BANDS, nominal_atmosphere
-from terrafm.data.synthetic_fields import smooth_fields
-from terrafm.data.synthetic_landcover import Scene
+from terrafm.world.atmosphere import S2_BANDS, nominal_atmosphere
+from terrafm.world.fields import smooth_fields
+from terrafm.world.landcover import Scene
 
 __all__ = [
     "EUROSAT_L1C_MEANS",
@@ -91,7 +91,7 @@ def endmembers() -> dict[str, np.ndarray]:
     """Every endmember surface spectrum, float32 (12,) DN, keyed by name.
 
     EuroSAT classes appear as ``eurosat_<Class>``: their L1C means inverted through
-    :func:`~terrafm.data.synthetic_atmosphere.nominal_atmosphere` (floored at 5 DN).
+    :func:`~terrafm.world.atmosphere.nominal_atmosphere` (floored at 5 DN).
     """
     atm = nominal_atmosphere()
     path, trans = atm.path(), atm.transmittance()

@@ -17,7 +17,7 @@ from datetime import datetime
 
 import numpy as np
 
-from terrafm.data.synthetic_atmosphere import (
+from terrafm.world.atmosphere import (
     L1C_BANDS,
     S2_BANDS,
     Atmosphere,
@@ -25,9 +25,9 @@ from terrafm.data.synthetic_atmosphere import (
     sun_zenith,
     to_toa,
 )
-from terrafm.data.synthetic_clouds import apply_clouds, draw_clouds, nodata_edge
-from terrafm.data.synthetic_fields import block_mean, smooth_fields
-from terrafm.data.synthetic_grid import (
+from terrafm.world.clouds import apply_clouds, draw_clouds, nodata_edge
+from terrafm.world.fields import block_mean, smooth_fields
+from terrafm.world.grid import (
     CellGeo,
     acquisition_times,
     cell_geometry,
@@ -39,9 +39,9 @@ from terrafm.data.synthetic_grid import (
     s1_product_id,
     s2_product_id,
 )
-from terrafm.data.synthetic_landcover import Scene, draw_composition, make_scene
-from terrafm.data.synthetic_sar import backscatter
-from terrafm.data.synthetic_spectra import CellState, surface_reflectance
+from terrafm.world.landcover import Scene, draw_composition, make_scene
+from terrafm.world.sar import backscatter
+from terrafm.world.spectra import CellState, surface_reflectance
 
 __all__ = [
     "BAND_FACTOR",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from terrafm.data.landcover import WORLDCOVER_CLASSES
-from terrafm.data.synthetic_fields import (
+from terrafm.world.fields import (
     dilate,
     fractal_fields,
     meander,

@@ -15,8 +15,8 @@ import math
 
 import numpy as np
 
-from terrafm.data.synthetic_fields import smooth_fields
-from terrafm.data.synthetic_landcover import Scene
+from terrafm.world.fields import smooth_fields
+from terrafm.world.landcover import Scene
 
 __all__ = ["CLASS_BACKSCATTER_DB", "ENL", "backscatter", "speckle_bias_db"]
 

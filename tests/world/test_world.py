@@ -17,7 +17,9 @@ import rasterio
 from terrafm.cli import main
 from terrafm.data.landcover import WORLDCOVER_CLASSES
 from terrafm.data.majortom import PRODUCTS, MajorTomProduct
-from terrafm.data.synthetic import (
+from terrafm.eval.datasets.folder import load_folder_task
+from terrafm.world.cells import render_scene
+from terrafm.world.generate import (
     WorldConfig,
     WorldError,
     load_manifest,
@@ -25,9 +27,7 @@ from terrafm.data.synthetic import (
     plan_world,
     world_config,
 )
-from terrafm.data.synthetic_cells import render_scene
-from terrafm.data.synthetic_landcover import CLASS_NAMES
-from terrafm.eval.datasets.folder import load_folder_task
+from terrafm.world.landcover import CLASS_NAMES
 
 # A tiny world: 48 px cells (20 m bands 24 px, 60 m bands 8 px), one held-out cell per class.
 TINY = WorldConfig(

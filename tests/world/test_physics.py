@@ -16,8 +16,8 @@ from rasterio.warp import transform as warp_transform
 
 from terrafm.data.landcover import WORLDCOVER_CLASSES
 from terrafm.data.majortom import parse_grid_cell
-from terrafm.data.synthetic_atmosphere import S2_BANDS, nominal_atmosphere, to_toa
-from terrafm.data.synthetic_cells import (
+from terrafm.world.atmosphere import S2_BANDS, nominal_atmosphere, to_toa
+from terrafm.world.cells import (
     CellPlan,
     plan_cell,
     render_s1,
@@ -25,10 +25,10 @@ from terrafm.data.synthetic_cells import (
     render_scene,
     render_surface,
 )
-from terrafm.data.synthetic_fields import block_mean, dilate, polyline_distance, smooth_fields
-from terrafm.data.synthetic_grid import cell_geometry, cell_name, grid_index, grid_point, mgrs_tile
-from terrafm.data.synthetic_sar import ENL, speckle_bias_db
-from terrafm.data.synthetic_spectra import EUROSAT_L1C_MEANS
+from terrafm.world.fields import block_mean, dilate, polyline_distance, smooth_fields
+from terrafm.world.grid import cell_geometry, cell_name, grid_index, grid_point, mgrs_tile
+from terrafm.world.sar import ENL, speckle_bias_db
+from terrafm.world.spectra import EUROSAT_L1C_MEANS
 
 B = {b: i for i, b in enumerate(S2_BANDS)}
 

@@ -39,17 +39,17 @@ from terrafm.data.landcover import (
     write_landcover,
 )
 from terrafm.data.majortom import MajorTomSample, write_product
-from terrafm.data.synthetic_cells import (
+from terrafm.errors import ConfigError
+from terrafm.outputs import atomic_write
+from terrafm.world.cells import (
     CellPlan,
     RenderCache,
     plan_cell,
     render_s1,
     render_s2,
 )
-from terrafm.data.synthetic_landcover import CLASS_NAMES
-from terrafm.data.synthetic_tasks import TaskSummary, climates_for, split_cells, write_tasks
-from terrafm.errors import ConfigError
-from terrafm.outputs import atomic_write
+from terrafm.world.landcover import CLASS_NAMES
+from terrafm.world.tasks import TaskSummary, climates_for, split_cells, write_tasks
 
 __all__ = [
     "FORMAT",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from terrafm.data.synthetic import WorldConfig, plan_world
-from terrafm.data.synthetic_cells import RenderCache
-from terrafm.data.synthetic_tasks import chip_rasters, plan_chips, render_heldout, split_cells
+from terrafm.world.cells import RenderCache
+from terrafm.world.generate import WorldConfig, plan_world
+from terrafm.world.tasks import chip_rasters, plan_chips, render_heldout, split_cells
 
 
 def _chips(

@@ -12,7 +12,7 @@ cirrus band B10 that is dark except over high cloud — and to vary between scen
   to B10.
 
 The nominal atmosphere (tau550 0.15, alpha 1.3, 2 cm water vapour, sun zenith 40°) inverts the
-EuroSAT-MS class means of docs/design.md, "Calibration of the synthetic world" (L1C) into the surface spectra of ``synthetic_spectra``.
+EuroSAT-MS class means of docs/design.md, "Calibration of the synthetic world" (L1C) into the surface spectra of ``terrafm.world.spectra``.
 """
 
 from __future__ import annotations

@@ -32,15 +32,15 @@ from rasterio.transform import Affine
 
 from terrafm.data.geotiff import resample_to
 from terrafm.data.landcover import WORLDCOVER_CLASSES
-from terrafm.data.synthetic_atmosphere import L1C_BANDS, S2_BANDS, draw_atmosphere
-from terrafm.data.synthetic_cells import (
+from terrafm.world.atmosphere import L1C_BANDS, S2_BANDS, draw_atmosphere
+from terrafm.world.cells import (
     CellPlan,
     RenderCache,
     render_s1,
     render_s2,
     render_surface,
 )
-from terrafm.data.synthetic_landcover import CLASS_NAMES, CLIMATE_COMPOSITION
+from terrafm.world.landcover import CLASS_NAMES, CLIMATE_COMPOSITION
 
 __all__ = [
     "IGNORE_INDEX",
