@@ -33,8 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from terrafm.commands.embed import _model
-    from terrafm.embed.export import check_onnx, check_torch_export, export_onnx, export_torch
     from terrafm.outputs import check_writable, refuse_existing
+    from terrafm.serving import check_onnx, check_torch_export, export_onnx, export_torch
 
     fmt = args.format or (
         "onnx"

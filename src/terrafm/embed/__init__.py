@@ -1,11 +1,9 @@
-"""Embedding real scenes and exporting the encoder for serving.
+"""Embedding real scenes (serving export of the encoder is :mod:`terrafm.serving`).
 
-What users asked for here: docs/design.md, "What users need", items 4, 6 and 7.
+What users asked for here: docs/design.md, "What users need", items 4 and 6.
 
 - :func:`embed_scene` / :func:`embed_scenes`: scene rasters -> patch-embedding GeoTIFF, per-window
   GeoParquet table and PCA preview; streamed, resumable, sharded across ranks.
-- :func:`export_onnx` / :func:`export_torch`: the encoder for one sensor or several fused, checked
-  against PyTorch.
 """
 
 from terrafm.embed.pipeline import (

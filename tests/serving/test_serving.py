@@ -5,8 +5,17 @@ import json
 import pytest
 import torch
 
-from terrafm.embed.export import check_onnx, check_torch_export, export_onnx, export_torch
 from terrafm.sensors import get_sensor
+from terrafm.serving import check_onnx, check_torch_export, export_onnx, export_torch
+
+
+@pytest.fixture(scope="module")
+def tiny(deterministic):
+    """terrafm_tiny with fixed, non-trivial weights (modality vectors and fusion included)."""
+    from terrafm.models import create_model
+
+    return deterministic(create_model("terrafm_tiny")).eval()
+
 
 H, W = 32, 48  # non-square, not the 14 x 14 grid: the position embedding is resized
 
