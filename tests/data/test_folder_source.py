@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from terrafm.data.folder import GeoTiffFolderSource, RasterScene, discover_scenes
-from terrafm.data.geotiff import encode_geotiff
 from terrafm.data.loader import build_pretrain_loader
 from terrafm.data.multicrop import MultiCropConfig
 from terrafm.data.tiles import finish_tile, tile_windows
+from terrafm.io.geotiff import encode_geotiff
 
 
 def _sen1floods(real: Path) -> RasterScene:

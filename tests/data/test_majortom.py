@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from fake_majortom import TRANSFORM, make_root, make_sample
 
-from terrafm.data.geotiff import decode_geotiff, repair_crs
 from terrafm.data.majortom import (
     MajorTomProduct,
     native_size,
@@ -20,6 +19,7 @@ from terrafm.data.majortom import (
     write_product,
 )
 from terrafm.data.skips import SampleError
+from terrafm.io.geotiff import decode_geotiff, repair_crs
 
 S2_COLS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
 
@@ -172,7 +172,7 @@ def test_resampling_matches_plain_bilinear(mt_root: Path) -> None:
 
 def test_bilinear_reproduces_a_linear_ramp() -> None:
     """Coarse pixels sampled from a plane resample to the same plane at fine pixel centres."""
-    from terrafm.data.geotiff import resample_to
+    from terrafm.io.resample import resample_to
 
     n, s = 16, 96
     centres_c = (np.arange(n) + 0.5) * (s / n)  # coarse pixel centres in fine-pixel units

@@ -10,11 +10,11 @@ import pytest
 from fake_majortom import TRANSFORM, make_root
 
 from terrafm.data.curation import curate, keep_fraction
-from terrafm.data.geotiff import encode_geotiff
 from terrafm.data.landcover import WORLDCOVER_CLASSES, LandCover, is_ocean, landcover_from_map
 from terrafm.data.sampling import StratifiedSampler, stratum_weights
 from terrafm.data.sources import MajorTomSource
 from terrafm.data.tiles import CellInfo
+from terrafm.io.geotiff import encode_geotiff
 
 STRATA = ["forest"] * 90 + ["urban"] * 9 + ["snow"]
 

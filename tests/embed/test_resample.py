@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from terrafm.embed.resample import axis_map, upsample
+from terrafm.io.resample import axis_map, upsample
 
 
 def _window(band, valid, r0, c0, h, w, f, mode):

@@ -25,10 +25,10 @@ import numpy as np
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 
-from terrafm.data.geotiff import read_window, repair_crs
 from terrafm.data.landcover import landcover_from_map, tile_classes
 from terrafm.data.skips import SampleError
 from terrafm.data.tiles import CellInfo, SensorTile, processing_baseline, tile_windows
+from terrafm.io.geotiff import read_window, repair_crs
 from terrafm.sensors import (
     BOA_ADD_OFFSET,
     SENSOR_KEYS,

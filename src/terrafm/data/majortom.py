@@ -24,7 +24,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from terrafm.data.geotiff import (
+from terrafm.data.skips import SampleError
+from terrafm.data.tiles import SensorTile, processing_baseline
+from terrafm.errors import DataError
+from terrafm.io.geotiff import (
     DecodedRaster,
     decode_geotiff,
     encode_geotiff,
@@ -33,9 +36,6 @@ from terrafm.data.geotiff import (
     read_window,
     repair_crs,
 )
-from terrafm.data.skips import SampleError
-from terrafm.data.tiles import SensorTile, processing_baseline
-from terrafm.errors import DataError
 from terrafm.outputs import atomic_write
 from terrafm.sensors import BOA_ADD_OFFSET, linear_to_db
 

@@ -16,7 +16,6 @@ import fsspec
 import numpy as np
 import pandas as pd
 
-from terrafm.data.geotiff import decode_geotiff
 from terrafm.data.landcover import (
     LandCover,
     landcover_from_map,
@@ -26,6 +25,7 @@ from terrafm.data.landcover import (
 from terrafm.data.majortom import SENSOR_PRODUCT, MajorTomProduct
 from terrafm.data.skips import SampleError
 from terrafm.data.tiles import CellInfo, SensorTile
+from terrafm.io.geotiff import decode_geotiff
 from terrafm.sensors import get_sensor
 
 __all__ = ["MajorTomSource"]

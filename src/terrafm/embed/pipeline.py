@@ -41,12 +41,12 @@ from terrafm.embed.progress import (
     progress_path,
 )
 from terrafm.embed.reader import SceneReader, WindowData
-from terrafm.embed.resample import RESAMPLING
 from terrafm.embed.sources import Scene, SourceSpec, open_scene
 from terrafm.embed.table import TableWriter
 from terrafm.embed.windows import Window, WindowGrid
 from terrafm.embed.writer import COMPLETE_TAG, EmbeddingWriter, read_tags
 from terrafm.errors import OutputError
+from terrafm.io.resample import RESAMPLING
 from terrafm.models import TerraFM
 from terrafm.outputs import check_writable, output_error, refuse_existing, remove_stale_temps
 from terrafm.weights.fingerprint import model_fingerprint

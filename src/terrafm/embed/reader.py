@@ -19,8 +19,8 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window as RioWindow
 
-from terrafm.embed.resample import axis_map, upsample
 from terrafm.embed.sources import BandFile, Scene, SourceError
+from terrafm.io.resample import axis_map, upsample
 from terrafm.sensors import normalize
 
 __all__ = ["SceneReader", "WindowData"]

@@ -11,7 +11,7 @@ A source is either
 Bands are matched by name, never by position. All bands of all sensors must share one CRS and one
 pixel lattice: the scene grid is the finest band grid, and a band on a coarser grid must be an
 integer coarsening of it with the same origin (20 m and 60 m Sentinel-2 bands); it is upsampled
-with :mod:`terrafm.embed.resample`. Anything else is a :class:`SourceError` naming the file.
+with :mod:`terrafm.io.resample`. Anything else is a :class:`SourceError` naming the file.
 
 Nodata: the file's declared nodata value, else the sensor default (Sentinel-2: DN 0, the products'
 NO_DATA value; Sentinel-1: none), else an explicit override. NaN and infinite values are always

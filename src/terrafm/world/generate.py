@@ -31,7 +31,6 @@ from typing import Any, overload
 
 import numpy as np
 
-from terrafm.data.geotiff import encode_geotiff
 from terrafm.data.landcover import (
     WORLDCOVER_CLASSES,
     LandCover,
@@ -40,6 +39,7 @@ from terrafm.data.landcover import (
 )
 from terrafm.data.majortom import MajorTomSample, write_product
 from terrafm.errors import ConfigError
+from terrafm.io.geotiff import encode_geotiff
 from terrafm.outputs import atomic_write
 from terrafm.world.cells import (
     CellPlan,

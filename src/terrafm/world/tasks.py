@@ -26,12 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import rasterio
-from rasterio.crs import CRS
-from rasterio.transform import Affine
 
-from terrafm.data.geotiff import resample_to
 from terrafm.data.landcover import WORLDCOVER_CLASSES
+from terrafm.io.geotiff import write_geotiff
+from terrafm.io.resample import resample_to
 from terrafm.world.atmosphere import L1C_BANDS, S2_BANDS, draw_atmosphere
 from terrafm.world.cells import (
     CellPlan,
@@ -203,36 +201,6 @@ def chip_rasters(
     }
 
 
-def _write_tif(
-    path: Path,
-    data: np.ndarray,
-    crs: str,
-    transform: tuple[float, ...],
-    nodata: float | None,
-    names: Sequence[str],
-) -> None:
-    """An uncompressed GeoTIFF (fastest to write and read back; chips are small) with band names.
-
-    Files go into the task's temporary folder, which is renamed into place only when complete.
-    """
-    arr = data[None] if data.ndim == 2 else data
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=arr.shape[2],
-        height=arr.shape[1],
-        count=arr.shape[0],
-        dtype=arr.dtype.name,
-        crs=CRS.from_string(crs),
-        transform=Affine(*transform),
-        nodata=nodata,
-    ) as dst:
-        dst.write(arr)
-        for i, name in enumerate(names, start=1):
-            dst.set_band_description(i, name)
-
-
 class _TaskWriter:
     """One task folder being written under ``.<name>.partial``, renamed into place by ``commit``."""
 
@@ -273,11 +241,13 @@ class _TaskWriter:
             names = TASK_SENSORS[sensor]["bands"]
             assert isinstance(names, list)
             nodata = None if sensor == "s1" else 0.0
-            _write_tif(self.tmp / sensor / f"{sid}.tif", arr, crs, tr, nodata, names)
+            write_geotiff(
+                self.tmp / sensor / f"{sid}.tif", arr, crs, tr, nodata, names, atomic=False
+            )
         per_class = self.summary.per_class
         if mask is not None:
             path = self.tmp / "masks" / f"{sid}.tif"
-            _write_tif(path, mask, crs, tr, float(IGNORE_INDEX), ["class"])
+            write_geotiff(path, mask, crs, tr, float(IGNORE_INDEX), ["class"], atomic=False)
             counts = np.bincount(mask.ravel(), minlength=256)
             for i, name in enumerate(self.summary.classes):
                 per_class[name] = per_class.get(name, 0) + int(counts[i])

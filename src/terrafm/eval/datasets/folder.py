@@ -39,6 +39,7 @@ from terrafm.eval.tasks import (
     SensorSpec,
     round_to_patch,
 )
+from terrafm.io.geotiff import write_geotiff
 from terrafm.outputs import atomic_write
 from terrafm.sensors import canonical_band_name
 
@@ -191,27 +192,6 @@ class FolderSample:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _write_tif(
-    path: Path, data: np.ndarray, names: Sequence[str] | None, sample: FolderSample
-) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    profile: dict[str, Any] = {
-        "driver": "GTiff",
-        "height": data.shape[1],
-        "width": data.shape[2],
-        "count": data.shape[0],
-        "dtype": data.dtype.name,
-    }
-    if sample.crs and sample.transform is not None:
-        profile.update(crs=sample.crs, transform=sample.transform)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with atomic_write(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(data)
-            for i, name in enumerate(names or []):
-                dst.set_band_description(i + 1, name)
-
-
 def write_folder_task(
     root: str | Path,
     name: str,
@@ -235,11 +215,20 @@ def write_folder_task(
     }
     for s in samples:
         for key, arr in s.images.items():
-            _write_tif(root / key / f"{s.id}.tif", arr, meta["sensors"][key]["bands"], s)
+            write_geotiff(
+                root / key / f"{s.id}.tif",
+                arr,
+                s.crs,
+                s.transform,
+                None,
+                meta["sensors"][key]["bands"],
+            )
         if kind == "segmentation":
             if s.mask is None:
                 raise FolderTaskError(f"sample {s.id}: a segmentation task needs a mask")
-            _write_tif(root / "masks" / f"{s.id}.tif", s.mask[None].astype(np.uint8), None, s)
+            write_geotiff(
+                root / "masks" / f"{s.id}.tif", s.mask.astype(np.uint8), s.crs, s.transform
+            )
     with atomic_write(root / "samples.csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["sample_id", "split", "label"])

@@ -1,8 +1,10 @@
-"""In-memory GeoTIFF / PNG encoding and decoding, CRS repair and resampling to the 10 m grid.
+"""GeoTIFF / PNG encoding and decoding, CRS repair and window reads onto the 10 m grid.
 
-Major-TOM stores every band as a complete GeoTIFF file inside a parquet cell (docs/design.md, "Pretraining data"); the
-folder source reads the same rasters from disk. Both go through :func:`decode_geotiff`, and both
-bring 20 m / 60 m bands onto the 10 m grid with :func:`resample_to`.
+Major-TOM stores every band as a complete GeoTIFF file inside a parquet cell (docs/design.md,
+"Pretraining data"); the folder source reads the same rasters from disk. Both go through
+:func:`decode_geotiff` / :func:`read_window`, and both bring 20 m / 60 m bands onto the 10 m grid
+with :mod:`terrafm.io.resample`, the one resampling used by training, evaluation, embedding and
+the built-in world.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import rasterio
@@ -21,18 +24,19 @@ from rasterio.io import MemoryFile
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
+from terrafm.io.resample import _resample_full, needed_window
+from terrafm.outputs import atomic_write
+
 __all__ = [
     "DecodedRaster",
     "decode_geotiff",
     "encode_geotiff",
     "encode_png",
-    "needed_window",
     "open_bytes",
     "read_raster",
     "read_window",
     "repair_crs",
-    "resample_to",
-    "resample_window",
+    "write_geotiff",
 ]
 
 _EPSG = re.compile(r"^(?:EPSG:)+(\d+)$", re.IGNORECASE)
@@ -149,88 +153,6 @@ def _read_open(src: rasterio.io.DatasetReader) -> DecodedRaster:
     )
 
 
-def axis_weights(
-    n_in: int, n_out: int, start: int, count: int, mode: str = "bilinear"
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Source indices and weights of output pixels ``start .. start+count`` along one axis.
-
-    The input axis (``n_in`` px) and the output axis (``n_out`` px) span the same footprint; pixel
-    centres are aligned (``align_corners=False``): output pixel ``y`` samples the input at
-    ``u = (y + 0.5) * n_in / n_out - 0.5``, clamped to ``[0, n_in - 1]`` (PyTorch's convention).
-
-    Returns:
-        ``(i0, i1, lam)``: the output is ``(1 - lam) * x[i0] + lam * x[i1]``. For ``nearest``,
-        ``i1 == i0`` and ``lam == 0``.
-    """
-    y = np.arange(start, start + count, dtype=np.float64)
-    scale = n_in / n_out
-    if mode == "nearest":
-        i0 = np.minimum(np.floor((y + 0.5) * scale).astype(np.int64), n_in - 1)
-        return i0, i0, np.zeros(count)
-    if mode != "bilinear":
-        raise ValueError(f"resample mode must be 'bilinear' or 'nearest', got {mode!r}")
-    u = np.clip((y + 0.5) * scale - 0.5, 0.0, n_in - 1)
-    i0 = np.floor(u).astype(np.int64)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    return i0, i1, u - i0
-
-
-def resample_window(
-    x: np.ndarray,
-    out_size: tuple[int, int],
-    window: tuple[int, int, int, int],
-    mode: str = "bilinear",
-    offset: tuple[int, int] = (0, 0),
-) -> np.ndarray:
-    """Resample part of a raster onto a window of a finer (or equal) output grid.
-
-    Args:
-        x: (C, h, w) input pixels; it may itself be a window of a larger raster of ``full`` size
-            starting at ``offset`` = (row, col) (what :func:`needed_window` asks to read).
-        out_size: (H, W) of the full output grid covering the same footprint as the full input.
-        window: (row, col, height, width) of the output window to produce.
-        mode: ``bilinear`` (reflectance, backscatter) or ``nearest`` (masks, class maps).
-        offset: where ``x`` starts in the full input raster.
-
-    Returns:
-        float32 (C, height, width) for bilinear, ``x.dtype`` for nearest.
-    """
-    full = (x.shape[-2] + offset[0], x.shape[-1] + offset[1])
-    return _resample_full(x, full, out_size, window, mode, offset)
-
-
-def _resample_full(
-    x: np.ndarray,
-    full: tuple[int, int],
-    out_size: tuple[int, int],
-    window: tuple[int, int, int, int],
-    mode: str,
-    offset: tuple[int, int],
-) -> np.ndarray:
-    r0, c0, hh, ww = window
-    ri0, ri1, rl = axis_weights(full[0], out_size[0], r0, hh, mode)
-    ci0, ci1, cl = axis_weights(full[1], out_size[1], c0, ww, mode)
-    ri0, ri1, ci0, ci1 = ri0 - offset[0], ri1 - offset[0], ci0 - offset[1], ci1 - offset[1]
-    if mode == "nearest":
-        return x[:, ri0][:, :, ci0]
-    xf = x.astype(np.float32, copy=False)
-    rows = xf[:, ri0] * (1 - rl)[None, :, None] + xf[:, ri1] * rl[None, :, None]  # (C, hh, w)
-    out = rows[:, :, ci0] * (1 - cl) + rows[:, :, ci1] * cl  # (C, hh, ww)
-    return out.astype(np.float32)
-
-
-def needed_window(
-    full: tuple[int, int], out_size: tuple[int, int], window: tuple[int, int, int, int], mode: str
-) -> tuple[int, int, int, int]:
-    """(row, col, height, width) of the input pixels needed to resample ``window`` of the output."""
-    r0, c0, hh, ww = window
-    ri0, ri1, _ = axis_weights(full[0], out_size[0], r0, hh, mode)
-    ci0, ci1, _ = axis_weights(full[1], out_size[1], c0, ww, mode)
-    r_lo, r_hi = int(ri0.min()), int(ri1.max())
-    c_lo, c_hi = int(ci0.min()), int(ci1.max())
-    return r_lo, c_lo, r_hi - r_lo + 1, c_hi - c_lo + 1
-
-
 def read_window(
     src: rasterio.io.DatasetReader,
     out_size: tuple[int, int],
@@ -251,18 +173,51 @@ def read_window(
     return _resample_full(data, full, out_size, window, mode, (need[0], need[1]))
 
 
-def resample_to(x: np.ndarray, size: tuple[int, int], mode: str = "bilinear") -> np.ndarray:
-    """Resample all of (C, h, w) or (h, w) onto a ``size`` = (H, W) grid of the same footprint.
+def write_geotiff(
+    path: str | Path,
+    data: np.ndarray,
+    crs: str | CRS | None = None,
+    transform: Affine | Sequence[float] | None = None,
+    nodata: float | None = None,
+    names: Sequence[str] | None = None,
+    atomic: bool = True,
+) -> Path:
+    """Write (C, H, W) or (H, W) pixels as an uncompressed GeoTIFF with band names.
 
-    Bilinear with aligned pixel centres (``align_corners=False``), the choice for reflectance and
-    backscatter; ``nearest`` for masks and class maps. Identical to
-    ``torch.nn.functional.interpolate(..., mode="bilinear", align_corners=False)`` when upsampling.
+    Uncompressed: task chips are small and read back many times. ``crs`` and ``transform`` are
+    optional (a chip without georeferencing is written without the warning). With ``atomic`` the
+    file appears under its name only once complete (:func:`terrafm.outputs.atomic_write`); a
+    writer that renames a whole folder into place can pass ``atomic=False``.
     """
-    if x.shape[-2:] == tuple(size):
-        return x
-    arr = x[None] if x.ndim == 2 else x
-    out = resample_window(arr, size, (0, 0, size[0], size[1]), mode)
-    return out[0] if x.ndim == 2 else out
+    path = Path(path)
+    arr = data[None] if data.ndim == 2 else data
+    profile: dict[str, object] = {
+        "driver": "GTiff",
+        "height": arr.shape[1],
+        "width": arr.shape[2],
+        "count": arr.shape[0],
+        "dtype": arr.dtype.name,
+        "nodata": nodata,
+    }
+    if crs is not None and transform is not None:
+        profile["crs"] = CRS.from_string(crs) if isinstance(crs, str) else crs
+        profile["transform"] = transform if isinstance(transform, Affine) else Affine(*transform)
+
+    def _write(target: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(target, "w", **profile) as dst:
+                dst.write(arr)
+                for i, name in enumerate(names or [], start=1):
+                    dst.set_band_description(i, name)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if atomic:
+        with atomic_write(path) as tmp:
+            _write(tmp)
+    else:
+        _write(path)
+    return path
 
 
 @contextmanager
