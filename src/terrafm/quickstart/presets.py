@@ -35,6 +35,10 @@ class Preset:
         probes: how the encoders are evaluated.
         scenes: held-out scenes in the PCA and attention figures.
         threads: torch CPU threads for evaluation (pretraining sets its own).
+        controls: also measure the controls (raw-pixel probes, patch-majority ceiling).
+        control_sensors: sensor choices (``s2_l2a``, ``s1+s2_l2a`` ...) of the raw-pixel kNN
+            and linear probe.
+        control_seg_sensors: those of them that also get the raw-pixel segmentation probe.
     """
 
     name: str
@@ -45,6 +49,9 @@ class Preset:
     probes: ProbeConfig = field(default_factory=ProbeConfig)
     scenes: int = 4
     threads: int = 1
+    controls: bool = True
+    control_sensors: tuple[str, ...] = ("s2_l2a", "s1+s2_l2a")
+    control_seg_sensors: tuple[str, ...] = ("s2_l2a", "s1+s2_l2a")
 
 
 PRESETS: dict[str, Preset] = {
