@@ -382,15 +382,16 @@ def evaluate(
     """
     s = _settings(settings, overrides)
     _check(task, protocol)
-    groups: Any = None
+    chosen: tuple[str, ...]
+    what: Any  # the sensors a runner reads: one group, or (query, gallery) for retrieval
     if protocol == "retrieval":
-        groups = _retrieval_groups(task, sensors)
-        chosen = (f"{'+'.join(groups[0])}->{'+'.join(groups[1])}",)
+        what = _retrieval_groups(task, sensors)
+        chosen = (f"{'+'.join(what[0])}->{'+'.join(what[1])}",)
     else:
-        chosen = task.resolve_sensors(sensors)
+        what = chosen = task.resolve_sensors(sensors)
     t0 = time.perf_counter()
     torch.manual_seed(s.seed)
-    result = _RUNNERS[protocol](model, task, groups or chosen, partition, s)
+    result = _RUNNERS[protocol](model, task, what, partition, s)  # type: ignore[operator]
     epochs, bs, lr, wd = s.resolved(protocol, task)
     settings_out = {
         k: v for k, v in dataclasses.asdict(s).items() if k not in ("extra", "progress")

@@ -296,13 +296,16 @@ def evaluate_controls(
     t0 = time.perf_counter()
     meter = SegmentationMeter(seg_task.num_classes, seg_task.ignore_index)
     n = 0
-    for item in seg_task.dataset("test", sensor_sets[0][:1]):  # any sensor: only the mask is used
-        m = item["mask"][None]  # (1, H, W)
+    test = seg_task.dataset("test", sensor_sets[0][:1])  # any sensor: only the masks are used
+    for i in range(len(test)):
+        m = test[i]["mask"][None]  # (1, H, W)
         meter.update(patch_majority(m, seg_task.num_classes, seg_task.ignore_index), m)
         n += 1
     res = meter.compute()
+    miou = res["miou"]
+    assert isinstance(miou, float)
     out["patch_majority"] = {
-        "miou": float(res["miou"]),
+        "miou": miou,
         "n_test_chips": n,
         "seconds": round(time.perf_counter() - t0, 2),
     }

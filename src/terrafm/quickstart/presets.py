@@ -38,7 +38,10 @@ class Preset:
         controls: also measure the controls (raw-pixel probes, patch-majority ceiling).
         control_sensors: sensor choices (``s2_l2a``, ``s1+s2_l2a`` ...) of the raw-pixel kNN
             and linear probe.
-        control_seg_sensors: those of them that also get the raw-pixel segmentation probe.
+        control_seg_sensors: those of them that also get the raw-pixel segmentation probe. Off
+            in the default preset: a linear map from a patch's 3072 raw values to its 16 x 16 x K
+            logits costs about 12 CPU seconds per epoch on the quickstart's split, 10 minutes
+            for the 50 epochs (``benchmarks/quickstart_probe.py pixels`` measures it).
     """
 
     name: str
@@ -51,7 +54,7 @@ class Preset:
     threads: int = 1
     controls: bool = True
     control_sensors: tuple[str, ...] = ("s2_l2a", "s1+s2_l2a")
-    control_seg_sensors: tuple[str, ...] = ("s2_l2a", "s1+s2_l2a")
+    control_seg_sensors: tuple[str, ...] = ()
 
 
 PRESETS: dict[str, Preset] = {
@@ -88,6 +91,7 @@ PRESETS: dict[str, Preset] = {
         ),
         probes=ProbeConfig(fraction_draws=2, linear_epochs=5, seg_epochs=3),
         scenes=2,
+        control_seg_sensors=("s2_l2a", "s1+s2_l2a"),
     ),
 }
 
