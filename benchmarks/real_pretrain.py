@@ -323,8 +323,10 @@ def run_pretraining(
     t0 = time.perf_counter()
     per_step = seconds_per_step(sources, out / "calibrate", seed, tile)
     left = minutes * 60 - (time.perf_counter() - t0)
-    steps_per_epoch = 32
-    epochs = max(1, int(0.95 * left / per_step / steps_per_epoch))
+    # the whole cosine schedule in the time left: about 12 epochs of as many steps as fit
+    total = max(1, int(0.95 * left / per_step))
+    steps_per_epoch = max(1, total // 12)
+    epochs = max(1, total // steps_per_epoch)
     cfg = build_config(out / "run", seed, epochs, steps_per_epoch)
     views, sensors = _views(cfg)
     src = CropSource(sources, views, sensors, cfg.data.batch_size, steps_per_epoch, tile, seed)
