@@ -296,7 +296,8 @@ def evaluate_controls(
     t0 = time.perf_counter()
     meter = SegmentationMeter(seg_task.num_classes, seg_task.ignore_index)
     n = 0
-    test = seg_task.dataset("test", sensor_sets[0][:1])  # any sensor: only the masks are used
+    # any one sensor: only the masks are read
+    test = seg_task.dataset("test", tuple(seg_task.default_sensors[:1]))
     for i in range(len(test)):
         m = test[i]["mask"][None]  # (1, H, W)
         meter.update(patch_majority(m, seg_task.num_classes, seg_task.ignore_index), m)
