@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from terrafm.cli import main
 from terrafm.config import PretrainConfig, load_config
@@ -30,6 +31,9 @@ HEADLINE = (
 )
 FIGURES = ("loss_curves", "pretrained_vs_random", "pca_rgb", "attention")
 ENCODERS = ("pretrained", "random")
+RETRIEVAL = tuple(
+    f"retrieval_r{k}_{a}_to_{b}" for k in (1, 5) for a, b in (("s1", "s2"), ("s2", "s1"))
+)
 
 
 def _metrics(s: dict[str, Any]) -> dict[str, Any]:
@@ -72,7 +76,61 @@ def test_summary_has_the_issue_keys_and_sane_values(micro: tuple[Path, dict[str,
     )
     assert set(acc["passed"]) and isinstance(acc["all_passed"], bool)
     assert on_disk["pretrain"]["steps"] > 0 and not on_disk["pretrain"]["reused"]
-    assert set(on_disk["timing"]["stages"]) == {"world", "pretrain", "evaluate", "figures"}
+    assert set(on_disk["timing"]["stages"]) == {
+        "world",
+        "pretrain",
+        "evaluate",
+        "controls",
+        "figures",
+    }
+    # issue 14: retrieval and the acceptance block, one entry per check
+    for enc in ENCODERS:
+        for key in RETRIEVAL:
+            assert 0.0 <= on_disk[f"{key}_{enc}"] <= 100.0, key
+        for key in ("knn_top1_fused_to_s2", "knn_top1_full_fused_to_s1", "linear_top1_fused"):
+            assert 0.0 <= on_disk[f"{key}_{enc}"] <= 100.0, key
+    checks = acc["checks"]
+    assert acc["issue"] == 14 and len(checks) == 10
+    for c in checks:
+        assert set(c) == {"check", "values", "threshold", "passed"}
+    ret = next(c for c in checks if c["check"].startswith("cross-sensor retrieval"))
+    assert ret["values"]["pretrained"] == on_disk["retrieval_r1_s1_to_s2_pretrained"]
+    for key in ("knn_top1_pixels", "linear_top1_fused_pixels", "miou_pixels"):
+        assert 0.0 <= on_disk[key] <= 100.0, key
+    # painting each patch with its majority class beats any probe on the raw pixels
+    assert on_disk["miou_patch_majority"] >= on_disk["miou_pixels"]
+
+
+def test_cross_sensor_numbers_match_a_direct_computation(
+    micro: tuple[Path, dict[str, Any]],
+) -> None:
+    """Retrieval and missing-sensor kNN recomputed from freshly extracted features."""
+    out, s = micro
+    from terrafm.checkpoint import load_model
+    from terrafm.eval import extract_features, knn_evaluate, load_task
+
+    model = load_model(s["pretrain"]["encoder"]).eval()
+    task = load_task("folder", "landcover_cls", out / "world" / "tasks")
+
+    def feats(split: str, sensors: tuple[str, ...]) -> Any:
+        return extract_features(model, task.dataset(split, sensors), progress=False)
+
+    s1, s2, fused_train = (
+        feats("test", ("s1",)),
+        feats("test", ("s2_l2a",)),
+        feats("train", ("s1", "s2_l2a")),
+    )
+    assert s1.ids == s2.ids
+    q = torch.nn.functional.normalize(s1.pooled("cls"), dim=1)
+    g = torch.nn.functional.normalize(s2.pooled("cls"), dim=1)
+    sims = q @ g.T
+    hits = sum(int(sims[i].argmax()) == i for i in range(len(s1)))  # no ties with float features
+    assert s["retrieval_r1_s1_to_s2_pretrained"] == pytest.approx(100 * hits / len(s1), abs=0.01)
+    assert s["retrieval_chance_r1"] == pytest.approx(100 / len(s1), abs=0.01)
+    for test, key in ((s2, "knn_top1_full_fused_to_s2"), (s1, "knn_top1_full_fused_to_s1")):
+        ref = knn_evaluate(fused_train.pooled("cls"), fused_train.labels, test.pooled("cls"),
+                           test.labels, task.num_classes, ks=(20,))["knn20"]  # fmt: skip
+        assert s[f"{key}_pretrained"] == pytest.approx(ref, abs=0.01)
 
 
 def test_one_percent_keeps_one_example_per_class(micro: tuple[Path, dict[str, Any]]) -> None:
@@ -90,7 +148,10 @@ def test_one_percent_keeps_one_example_per_class(micro: tuple[Path, dict[str, An
 def test_report_and_figures_are_written(micro: tuple[Path, dict[str, Any]]) -> None:
     out, s = micro
     report = (out / "report.md").read_text()
-    assert "## Headline" in report and "## Acceptance" in report
+    assert "## Headline" in report and "## Acceptance (issue 14)" in report
+    assert "## Across sensors: retrieval and a missing sensor" in report
+    assert "patch-majority ceiling" in report and "raw pixels (control)" in report
+    assert f"{s['retrieval_r1_s1_to_s2_pretrained']:.1f}" in report
     assert f"{s['knn_top1_pretrained']:.1f}" in report
     for name in FIGURES:
         path = out / s["figures"][name]

@@ -6,6 +6,8 @@ Examples::
         --protocol knn --model terrafm_base --checkpoint TerraFM-B.pth --partition 0.01x_train
     terrafm eval --benchmark copernicus --task bigearthnet_s1s2 --data-root /data/copernicusbench \\
         --protocol linear --sensors s1 s2_l2a s1,s2_l2a      # each sensor alone, then fused
+    terrafm eval --benchmark folder --task landcover_cls --data-root world/tasks \
+        --protocol retrieval --sensors s1 s2_l2a             # S1 query -> S2 gallery, and back
     terrafm eval --suite geobench-knn --data-root /data/geobench --checkpoint TerraFM-B.pth
 
 Each run writes ``result.json`` and ``report.md`` (numbers beside the published ones) to ``--out``.
@@ -39,7 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     what.add_argument(
         "--sensors", nargs="+", metavar="S[,S]",
         help="sensor groups, each run separately; a comma joins sensors into one fused input "
-        "(e.g. --sensors s1 s2_l2a s1,s2_l2a); default: the task's published choice",
+        "(e.g. --sensors s1 s2_l2a s1,s2_l2a); default: the task's published choice. "
+        "retrieval: two groups, query then gallery (default: s1 and the task's S2 product)",
     )  # fmt: skip
     what.add_argument("--partition", help="named training partition, e.g. 0.01x_train (GEO-Bench)")
     what.add_argument("--label-fraction", type=float, help="seeded fraction of training labels")
@@ -152,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         task = load_task(args.benchmark, args.task, args.data_root, image_size=args.image_size)
         groups = args.sensors or [None]
+        if args.protocol == "retrieval":  # one run: the query group, then the gallery group
+            groups = [args.sensors] if args.sensors else [None]
         results = [
             evaluate(model, task, args.protocol, g, partition=args.partition, settings=settings)
             for g in groups

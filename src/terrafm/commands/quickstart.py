@@ -119,7 +119,12 @@ def _run(args: argparse.Namespace, ablate: list[str], out: Path) -> int:
           f"random {s['knn_top1_random']:.1f}")  # fmt: skip
     print(f"  segmentation mIoU, S2:       pretrained {s['miou_pretrained']:.1f}  "
           f"random {s['miou_random']:.1f}")  # fmt: skip
-    print(f"  kNN top-1, 1 %, S1+S2 fused: pretrained {s['knn_top1_fused_pretrained']:.1f}")
+    print(f"  kNN top-1, 1 %, S1+S2 fused: pretrained {s['knn_top1_fused_pretrained']:.1f}  "
+          f"random {s['knn_top1_fused_random']:.1f}")  # fmt: skip
+    if "retrieval_r1_s1_to_s2_pretrained" in s:
+        print(f"  retrieval R@1, S1 -> S2:     pretrained {s['retrieval_r1_s1_to_s2_pretrained']:.1f}  "
+              f"random {s['retrieval_r1_s1_to_s2_random']:.1f}  "
+              f"chance {s['retrieval_chance_r1']:.1f}")  # fmt: skip
     print(f"  wall time {s['wall_seconds']:.0f} s (load average {s['timing']['load_average_end']})")
     for check, ok in a["passed"].items():
         print(f"  [{'pass' if ok else 'FAIL'}] {check}")

@@ -2,7 +2,8 @@
 
 Protocols (SPEC §6): ``knn`` (k = 20 and 5 on frozen features), ``linear`` (Copernicus-Bench
 linear probe), ``finetune`` (encoder + linear head), ``seg-linear`` (patch linear probe on 64 px
-tiles), ``seg-upernet`` (UPerNet on four block outputs). Every knob has the protocol's published
+tiles), ``seg-upernet`` (UPerNet on four block outputs), and ``retrieval`` (cross-sensor retrieval of
+the same place on a paired task, :mod:`terrafm.eval.retrieval`). Every knob has the protocol's published
 default and can be changed (:class:`EvalSettings`), so tests and CPU demos run in seconds.
 
 Training subsets: ``partition`` names a GEO-Bench label-fraction partition (``0.01x_train``);
@@ -31,6 +32,7 @@ from terrafm.eval.features import (
 from terrafm.eval.finetune import FinetuneSettings, finetune
 from terrafm.eval.knn import knn_evaluate
 from terrafm.eval.linear import ProbeSettings, predict_linear, probe_metrics, train_linear_probe
+from terrafm.eval.retrieval import RETRIEVAL_KS, match_ids, retrieval_metrics
 from terrafm.eval.segmentation import (
     SegSettings,
     evaluate_patch_probe,
@@ -45,7 +47,7 @@ __all__ = ["PROTOCOLS", "EvalSettings", "evaluate"]
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("knn", "linear", "finetune", "seg-linear", "seg-upernet")
+PROTOCOLS = ("knn", "linear", "finetune", "seg-linear", "seg-upernet", "retrieval")
 _SEGMENTATION = ("seg-linear", "seg-upernet")
 # protocol -> (epochs, batch size, learning rate, weight decay), the published defaults.
 _DEFAULTS = {
@@ -54,6 +56,7 @@ _DEFAULTS = {
     "finetune": (50, 32, 1e-4, 0.05),
     "seg-linear": (50, 64, 1e-3, 0.01),
     "seg-upernet": (50, 16, 1e-3, 0.01),
+    "retrieval": (0, 64, 0.0, 0.0),
 }
 
 
@@ -111,6 +114,8 @@ def _settings(settings: EvalSettings | None, overrides: dict[str, Any]) -> EvalS
 def _check(task: EvalTask, protocol: str) -> None:
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; available: {list(PROTOCOLS)}")
+    if protocol == "retrieval":
+        return  # any task kind with two sensor groups (checked by _retrieval_groups)
     if (protocol in _SEGMENTATION) != (task.kind == "segmentation"):
         what = "segmentation" if protocol in _SEGMENTATION else "classification"
         raise ValueError(
@@ -284,12 +289,68 @@ def _seg_upernet(
             "train_subset": _subset_name(partition, s), "skipped": len(set(skipped))}  # fmt: skip
 
 
+def _group(task: EvalTask, group: Sequence[str] | str) -> tuple[str, ...]:
+    return task.resolve_sensors(group)
+
+
+def _retrieval_groups(
+    task: EvalTask, sensors: Sequence[Sequence[str] | str] | str | None
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(query, gallery) sensor groups: given as two groups, or S1 and the task's S2 product."""
+    if sensors is None:
+        s2 = [s for s in ("s2_l2a", "s2_l1c") if s in task.sensors]
+        if "s1" not in task.sensors or not s2:
+            raise ValueError(
+                f"retrieval on {task.title} needs S1 and S2 for every sample; the task has "
+                f"{list(task.sensors)} (give two sensor groups to pair others)"
+            )
+        return ("s1",), (s2[0],)
+    groups = [sensors] if isinstance(sensors, str) else list(sensors)
+    if len(groups) == 1 and isinstance(groups[0], str) and ";" in groups[0]:
+        groups = groups[0].split(";")
+    if len(groups) != 2:
+        raise ValueError(
+            f"retrieval takes two sensor groups (query, gallery), e.g. ['s1', 's2_l2a']; got {sensors!r}"
+        )
+    query, gallery = (_group(task, g) for g in groups)
+    if query == gallery:
+        raise ValueError(f"retrieval: query and gallery are the same sensors {query}")
+    return query, gallery
+
+
+def _retrieval(
+    model: nn.Module,
+    task: EvalTask,
+    groups: tuple[tuple[str, ...], tuple[str, ...]],
+    partition: str | None,
+    s: EvalSettings,
+) -> dict[str, Any]:
+    _, bs, _, _ = s.resolved("retrieval", task)
+    split = "test"
+    query, gallery = (
+        _features(model, _dataset(task, split, g, s, partition), s, bs) for g in groups
+    )
+    qi, gi = match_ids(query.ids, gallery.ids)
+    if not qi:
+        raise ValueError(f"retrieval on {task.title} {split}: no sample read with both groups")
+    names = ("+".join(groups[0]), "+".join(groups[1]))
+    metrics = retrieval_metrics(
+        query.pooled(s.pooling)[qi], gallery.pooled(s.pooling)[gi], names, RETRIEVAL_KS
+    )
+    primary = f"r1_{names[0]}_to_{names[1]}"
+    return {"metrics": {primary: metrics.pop(primary), **metrics}, "primary": primary,
+            "n_train": 0, "n_test": len(qi), "train_subset": f"{split} split, no labels",
+            "query": list(groups[0]), "gallery": list(groups[1]),
+            "skipped": len(query.skipped) + len(gallery.skipped)}  # fmt: skip
+
+
 _RUNNERS = {
     "knn": _knn,
     "linear": _linear,
     "finetune": _finetune,
     "seg-linear": _seg_linear,
     "seg-upernet": _seg_upernet,
+    "retrieval": _retrieval,
 }
 
 
@@ -310,7 +371,8 @@ def evaluate(
         task: from :func:`terrafm.eval.load_task`.
         protocol: one of :data:`PROTOCOLS`.
         sensors: the sensors to feed, e.g. ``"s1"``, ``["s2_l2a"]`` or ``"s1,s2_l2a"`` (fused);
-            ``None`` = the task's published choice.
+            ``None`` = the task's published choice. ``retrieval`` takes two groups, query then
+            gallery (``["s1", "s2_l2a"]``, or ``"s1;s2_l2a"``); ``None`` = S1 and the task's S2.
         partition: a named training partition (GEO-Bench ``0.01x_train`` ...).
         settings: an :class:`EvalSettings`; ``overrides`` replace its fields (``epochs=2`` ...).
 
@@ -321,10 +383,16 @@ def evaluate(
     """
     s = _settings(settings, overrides)
     _check(task, protocol)
-    chosen = task.resolve_sensors(sensors)
+    chosen: tuple[str, ...]
+    what: Any  # the sensors a runner reads: one group, or (query, gallery) for retrieval
+    if protocol == "retrieval":
+        what = _retrieval_groups(task, sensors)
+        chosen = (f"{'+'.join(what[0])}->{'+'.join(what[1])}",)
+    else:
+        what = chosen = task.resolve_sensors(sensors)
     t0 = time.perf_counter()
     torch.manual_seed(s.seed)
-    result = _RUNNERS[protocol](model, task, chosen, partition, s)
+    result = _RUNNERS[protocol](model, task, what, partition, s)  # type: ignore[operator]
     epochs, bs, lr, wd = s.resolved(protocol, task)
     settings_out = {
         k: v for k, v in dataclasses.asdict(s).items() if k not in ("extra", "progress")

@@ -6,8 +6,9 @@
    dual centering, land-cover-aware sampling, multi-crop (:func:`terrafm.ssl.train.pretrain`).
 3. Evaluate the pretrained encoder and a random-init encoder of the same shape (the pretraining
    run's own initialisation: same seed, same code path) with kNN (100 % and 1 % of labels), a linear
-   probe and a segmentation probe, on S1 alone, S2 alone and S1+S2 fused
-   (:mod:`terrafm.quickstart.evaluate`).
+   probe and a segmentation probe, on S1 alone, S2 alone and S1+S2 fused; then across sensors
+   (S1 -> S2 retrieval of the same chip, kNN trained on fused features and tested on one sensor),
+   beside the controls (raw pixels, the patch-majority ceiling) (:mod:`terrafm.quickstart.evaluate`).
 4. Write ``summary.json``, ``report.md`` and the figures into the output folder.
 
 Everything is seeded by one ``seed`` (world, pretraining, probes), so a run is reproducible. A
@@ -38,7 +39,13 @@ from terrafm.config import PretrainConfig, ablation_overrides, config_diff, load
 from terrafm.config import shipped_config as shipped_pretrain_config
 from terrafm.eval import load_task
 from terrafm.models import create_model
-from terrafm.quickstart.evaluate import evaluate_encoder, sensor_label
+from terrafm.quickstart.evaluate import (
+    FeaturePair,
+    cross_sensor,
+    evaluate_controls,
+    evaluate_encoder,
+    sensor_label,
+)
 from terrafm.quickstart.presets import SENSOR_SETS, Preset, get_preset
 from terrafm.ssl.metrics import read_metrics
 from terrafm.world.generate import load_manifest, make_world, world_config
@@ -225,11 +232,23 @@ def _summarise_run(run: PretrainRun) -> dict[str, Any]:
     }
 
 
-def headline(results: dict[str, dict[str, dict[str, Any]]]) -> dict[str, float]:
-    """The summary's named figures from the per-encoder, per-sensor results."""
+ENCODERS = ("pretrained", "random")
+
+
+def headline(
+    results: dict[str, dict[str, dict[str, Any]]],
+    cross: dict[str, dict[str, Any]] | None = None,
+    controls: dict[str, Any] | None = None,
+) -> dict[str, float]:
+    """The summary's named figures from the per-encoder, per-sensor results.
+
+    ``cross`` (encoder -> :func:`~terrafm.quickstart.evaluate.cross_sensor` record) adds the
+    retrieval and missing-sensor keys; ``controls`` (:func:`evaluate_controls`) the raw-pixel and
+    patch-majority keys.
+    """
     s1, s2, fused = (sensor_label(s) for s in SENSOR_SETS)
     out: dict[str, float] = {}
-    for enc in ("pretrained", "random"):
+    for enc in ENCODERS:
         r = results[enc]
         out[f"knn_top1_{enc}"] = r[s2]["knn_top1_fraction"]
         out[f"knn_top1_full_{enc}"] = r[s2]["knn_top1_full"]
@@ -238,33 +257,138 @@ def headline(results: dict[str, dict[str, dict[str, Any]]]) -> dict[str, float]:
         out[f"knn_top1_s1_{enc}"] = r[s1]["knn_top1_fraction"]
         out[f"knn_top1_fused_{enc}"] = r[fused]["knn_top1_fraction"]
         out[f"knn_top1_full_fused_{enc}"] = r[fused]["knn_top1_full"]
+        out[f"linear_top1_fused_{enc}"] = r[fused]["linear_top1"]
         out[f"miou_fused_{enc}"] = r[fused]["miou"]
+    for enc, c in (cross or {}).items():
+        ret = c["retrieval"]
+        for k in (1, 5):
+            for a, b in (("s1", "s2"), ("s2", "s1")):
+                out[f"retrieval_r{k}_{a}_to_{b}_{enc}"] = ret[f"r{k}_{a}_to_{b}"]
+            out[f"retrieval_chance_r{k}"] = ret[f"chance_r{k}"]
+        for name, short in ((s2, "s2"), (s1, "s1")):
+            m = c["missing_sensor"][name]
+            out[f"knn_top1_fused_to_{short}_{enc}"] = m["knn_top1_fraction"]
+            out[f"knn_top1_full_fused_to_{short}_{enc}"] = m["knn_top1_full"]
+    if controls:
+        for name, suffix in ((s2, ""), (fused, "_fused")):
+            px = controls["pixels"].get(name)
+            if px is None:
+                continue
+            out[f"knn_top1{suffix}_pixels"] = px["knn_top1_fraction"]
+            out[f"knn_top1_full{suffix}_pixels"] = px["knn_top1_full"]
+            out[f"linear_top1{suffix}_pixels"] = px["linear_top1"]
+            if "miou" in px:
+                out[f"miou{suffix}_pixels"] = px["miou"]
+        out["miou_patch_majority"] = controls["patch_majority"]["miou"]
     return {k: round(v, 2) for k, v in out.items()}
 
 
-# Acceptance thresholds of issue 7 ("a clear margin" in mIoU: at least this many points).
-KNN_MIN_GAIN = 10.0
-MIOU_MIN_GAIN = 3.0
+# Acceptance thresholds of issue 14.
+KNN_MIN_GAIN = 10.0  # kNN top-1 with 1 % of the labels: at least this many points over random
+RETRIEVAL_MIN_RATIO = 5.0  # recall@1 S1 -> S2: at least this many times the random encoder's
 TIME_BUDGET_S = 15 * 60
+# Checks of the issue one quickstart run cannot make.
+NOT_MEASURED_HERE = (
+    "segmentation mIoU with UPerNet on four blocks (not run by the quickstart: budget)",
+    "the same checks for seeds 1 and 2 (run terrafm quickstart --seed 1 / --seed 2)",
+    "the ablation table's ordering on few-label kNN (terrafm quickstart --ablation-table)",
+)
+# Kept for reading older summaries: the mIoU margin that issue 7 asked for.
+MIOU_MIN_GAIN = 3.0
+
+
+def _check(name: str, values: dict[str, float], threshold: str, passed: bool) -> dict[str, Any]:
+    return {"check": name, "values": values, "threshold": threshold, "passed": bool(passed)}
+
+
+def _gain_check(h: dict[str, float], key: str, what: str, min_gain: float | None) -> dict[str, Any]:
+    a, b = h[f"{key}_pretrained"], h[f"{key}_random"]
+    values = {"pretrained": a, "random": b, "gain": round(a - b, 2)}
+    if min_gain is None:
+        return _check(f"{what}: pretrained > random init", values, "gain > 0", a > b)
+    return _check(
+        f"{what}: pretrained >= random init + {min_gain:g}",
+        values,
+        f"gain >= {min_gain:g}",
+        a - b >= min_gain,
+    )
 
 
 def acceptance(h: dict[str, float], wall: float) -> dict[str, Any]:
-    """The issue's acceptance checks on measured numbers (nothing here is tuned to pass)."""
+    """The issue's acceptance checks on measured numbers (nothing here is tuned to pass).
+
+    One entry per check in ``checks`` (values, threshold, pass/fail); ``passed`` maps each check's
+    name to its outcome. A check whose numbers were not measured (a key missing from ``h``) is
+    left out and named in ``not_measured``.
+    """
+    checks: list[dict[str, Any]] = []
+    not_measured: list[str] = []
+    wanted = [
+        ("knn_top1", "kNN top-1, 1 % of labels, S2 L2A", KNN_MIN_GAIN),
+        ("knn_top1_fused", "kNN top-1, 1 % of labels, S1 + S2 L2A fused", KNN_MIN_GAIN),
+        ("knn_top1_full", "kNN top-1, 100 % of labels, S2 L2A", None),
+        ("knn_top1_full_fused", "kNN top-1, 100 % of labels, S1 + S2 L2A fused", None),
+        ("linear_top1", "linear probe top-1, S2 L2A", None),
+        ("linear_top1_fused", "linear probe top-1, S1 + S2 L2A fused", None),
+    ]
+    for key, what, gain in wanted:
+        if f"{key}_pretrained" in h and f"{key}_random" in h:
+            checks.append(_gain_check(h, key, what, gain))
+        else:
+            not_measured.append(what)
+    for key, what in (("miou", "S2 L2A"), ("miou_fused", "S1 + S2 L2A fused")):
+        name = f"segmentation mIoU (linear patch probe), {what}"
+        if f"{key}_pretrained" not in h:
+            not_measured.append(name)
+            continue
+        c = _gain_check(h, key, name, None)
+        # The issue accepts the "+ masked patch distillation" encoder here when it is measured.
+        masked = h.get(key.replace("miou", "miou_masked", 1) + "_pretrained")
+        if masked is not None:
+            c["values"]["masked_pretrained"] = masked
+            c["check"] += " (or the masked-patch-distillation encoder)"
+            c["passed"] = c["passed"] or masked > c["values"]["random"]
+        checks.append(c)
+    if "retrieval_r1_s1_to_s2_pretrained" in h:
+        a, b = h["retrieval_r1_s1_to_s2_pretrained"], h["retrieval_r1_s1_to_s2_random"]
+        checks.append(
+            _check(
+                f"cross-sensor retrieval recall@1, S1 -> S2 L2A: pretrained >= "
+                f"{RETRIEVAL_MIN_RATIO:g} x random init",
+                {
+                    "pretrained": a,
+                    "random": b,
+                    "ratio": round(a / b, 2) if b > 0 else float("inf"),
+                    "chance": h.get("retrieval_chance_r1", float("nan")),
+                },
+                f"ratio >= {RETRIEVAL_MIN_RATIO:g}",
+                a >= RETRIEVAL_MIN_RATIO * b and a > 0,
+            )
+        )
+    else:
+        not_measured.append("cross-sensor retrieval recall@1, S1 -> S2 L2A")
+    checks.append(
+        _check(
+            f"wall time <= {TIME_BUDGET_S} s",
+            {"wall_seconds": round(wall, 1)},
+            f"<= {TIME_BUDGET_S}",
+            wall <= TIME_BUDGET_S,
+        )
+    )
     best_single = max(h["knn_top1_pretrained"], h["knn_top1_s1_pretrained"])
-    checks: dict[str, Any] = {
+    out: dict[str, Any] = {
+        "issue": 14,
+        # the gains of the earlier acceptance (issue 7), kept for comparison with older runs
         "knn_gain_1pct": round(h["knn_top1_pretrained"] - h["knn_top1_random"], 2),
         "miou_gain": round(h["miou_pretrained"] - h["miou_random"], 2),
         "fused_minus_best_single": round(h["knn_top1_fused_pretrained"] - best_single, 2),
         "wall_seconds": round(wall, 1),
+        "checks": checks,
+        "passed": {c["check"]: c["passed"] for c in checks},
+        "not_measured": [*not_measured, *NOT_MEASURED_HERE],
     }
-    checks["passed"] = {
-        f"knn_gain_1pct >= {KNN_MIN_GAIN:g}": checks["knn_gain_1pct"] >= KNN_MIN_GAIN,
-        f"miou_gain >= {MIOU_MIN_GAIN:g}": checks["miou_gain"] >= MIOU_MIN_GAIN,
-        "fused >= best single sensor": checks["fused_minus_best_single"] >= 0,
-        f"wall_seconds <= {TIME_BUDGET_S}": wall <= TIME_BUDGET_S,
-    }
-    checks["all_passed"] = all(checks["passed"].values())
-    return checks
+    out["all_passed"] = all(c["passed"] for c in checks)
+    return out
 
 
 def run_quickstart(
@@ -304,14 +428,19 @@ def run_quickstart(
         with clock.stage("pretrain"):
             run = run_pretraining(cfg)
         torch.set_num_threads(p.threads)  # pretraining sets its own thread count
+        cross: dict[str, dict[str, Any]] = {}
         with clock.stage("evaluate"):
-            results = evaluate_models(out / "world", cfg, run, p, seed)
+            results = evaluate_models(out / "world", cfg, run, p, seed, cross)
+        controls = None
+        if p.controls:
+            with clock.stage("controls"):
+                controls = evaluate_models_controls(out / "world", p, seed)
         with clock.stage("figures"):
             models = {"pretrained": load_model(run.encoder).eval(), "random": random_encoder(cfg)}
             figures = make_figures(out, {"pretrained": run.metrics}, results, models, manifest, p)
     finally:
         torch.set_num_threads(threads)
-    h = headline(results)
+    h = headline(results, cross, controls)
     timing = clock.summary()
     summary: dict[str, Any] = {
         **h,
@@ -321,6 +450,8 @@ def run_quickstart(
         "ablate": list(ablate),
         "acceptance": acceptance(h, timing["wall_seconds"]),
         "results": results,
+        "cross_sensor": cross,
+        "controls": controls,
         "timing": timing,
         "pretrain": {**_summarise_run(run), "model": cfg.model.name, "config": to_dict(cfg)},
         "world": _world_summary(manifest),
@@ -333,16 +464,37 @@ def run_quickstart(
 
 
 def evaluate_models(
-    world: Path, cfg: PretrainConfig, run: PretrainRun, p: Preset, seed: int
+    world: Path,
+    cfg: PretrainConfig,
+    run: PretrainRun,
+    p: Preset,
+    seed: int,
+    cross: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """kNN / linear / segmentation results of the pretrained and random encoders."""
+    """kNN / linear / segmentation results of the pretrained and random encoders.
+
+    ``cross``, when given, receives per encoder the cross-sensor retrieval and missing-sensor
+    results (:func:`~terrafm.quickstart.evaluate.cross_sensor`), from the same features.
+    """
     cls_task = load_task("folder", "landcover_cls", world / "tasks")
     seg_task = load_task("folder", "landcover_seg", world / "tasks")
     out = {}
     for name, model in (("pretrained", load_model(run.encoder)), ("random", random_encoder(cfg))):
         log.info("quickstart: evaluating the %s encoder", name)
-        out[name] = evaluate_encoder(model, cls_task, seg_task, SENSOR_SETS, p.probes, seed)
+        keep: dict[str, FeaturePair] = {}
+        out[name] = evaluate_encoder(model, cls_task, seg_task, SENSOR_SETS, p.probes, seed, keep)
+        if cross is not None:
+            cross[name] = cross_sensor(keep, cls_task.num_classes, p.probes, seed)
     return out
+
+
+def evaluate_models_controls(world: Path, p: Preset, seed: int) -> dict[str, Any]:
+    """Raw-pixel probes and the patch-majority ceiling on the quickstart's tasks."""
+    cls_task = load_task("folder", "landcover_cls", world / "tasks")
+    seg_task = load_task("folder", "landcover_seg", world / "tasks")
+    sets = [s for s in SENSOR_SETS if sensor_label(s) in p.control_sensors]
+    seg_sets = [s for s in sets if sensor_label(s) in p.control_seg_sensors]
+    return evaluate_controls(cls_task, seg_task, sets, p.probes, seed, seg_sets)
 
 
 def to_plain(obj: Any) -> dict[str, Any]:

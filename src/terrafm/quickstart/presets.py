@@ -35,6 +35,13 @@ class Preset:
         probes: how the encoders are evaluated.
         scenes: held-out scenes in the PCA and attention figures.
         threads: torch CPU threads for evaluation (pretraining sets its own).
+        controls: also measure the controls (raw-pixel probes, patch-majority ceiling).
+        control_sensors: sensor choices (``s2_l2a``, ``s1+s2_l2a`` ...) of the raw-pixel kNN
+            and linear probe.
+        control_seg_sensors: those of them that also get the raw-pixel segmentation probe. Off
+            in the default preset: a linear map from a patch's 3072 raw values to its 16 x 16 x K
+            logits costs about 12 CPU seconds per epoch on the quickstart's split, 10 minutes
+            for the 50 epochs (``benchmarks/quickstart_probe.py pixels`` measures it).
     """
 
     name: str
@@ -45,6 +52,9 @@ class Preset:
     probes: ProbeConfig = field(default_factory=ProbeConfig)
     scenes: int = 4
     threads: int = 1
+    controls: bool = True
+    control_sensors: tuple[str, ...] = ("s2_l2a", "s1+s2_l2a")
+    control_seg_sensors: tuple[str, ...] = ()
 
 
 PRESETS: dict[str, Preset] = {
@@ -81,6 +91,7 @@ PRESETS: dict[str, Preset] = {
         ),
         probes=ProbeConfig(fraction_draws=2, linear_epochs=5, seg_epochs=3),
         scenes=2,
+        control_seg_sensors=("s2_l2a", "s1+s2_l2a"),
     ),
 }
 

@@ -53,22 +53,93 @@ def _delta(a: Any, b: Any) -> str:
 
 
 def _headline_table(s: Mapping[str, Any]) -> list[str]:
+    """Pretrained vs random init per metric, with the raw-pixel control beside them."""
     rows = [
-        ("kNN top-1, 1 % of labels, S2 L2A", "knn_top1"),
-        ("kNN top-1, 100 % of labels, S2 L2A", "knn_top1_full"),
-        ("linear probe top-1, S2 L2A", "linear_top1"),
-        ("segmentation probe mIoU, S2 L2A", "miou"),
-        ("kNN top-1, 1 % of labels, S1", "knn_top1_s1"),
-        ("kNN top-1, 1 % of labels, S1 + S2 L2A fused", "knn_top1_fused"),
-        ("segmentation probe mIoU, S1 + S2 L2A fused", "miou_fused"),
+        ("kNN top-1, 1 % of labels, S2 L2A", "knn_top1", "knn_top1_pixels"),
+        ("kNN top-1, 100 % of labels, S2 L2A", "knn_top1_full", "knn_top1_full_pixels"),
+        ("linear probe top-1, S2 L2A", "linear_top1", "linear_top1_pixels"),
+        ("segmentation probe mIoU, S2 L2A", "miou", "miou_pixels"),
+        ("kNN top-1, 1 % of labels, S1", "knn_top1_s1", None),
+        ("kNN top-1, 1 % of labels, S1 + S2 L2A fused", "knn_top1_fused", "knn_top1_fused_pixels"),
+        ("kNN top-1, 100 % of labels, S1 + S2 L2A fused", "knn_top1_full_fused",
+         "knn_top1_full_fused_pixels"),
+        ("linear probe top-1, S1 + S2 L2A fused", "linear_top1_fused", "linear_top1_fused_pixels"),
+        ("segmentation probe mIoU, S1 + S2 L2A fused", "miou_fused", "miou_fused_pixels"),
+    ]  # fmt: skip
+    out = [
+        "| metric | pretrained | random init | difference | raw pixels (control) |",
+        "|---|---|---|---|---|",
     ]
-    out = ["| metric | pretrained | random init | difference |", "|---|---|---|---|"]
-    for title, key in rows:
+    for title, key, control in rows:
         a, b = s.get(f"{key}_pretrained"), s.get(f"{key}_random")
+        if a is None and b is None:
+            continue
         fa, fb = _f(a), _f(b)
         if isinstance(a, (int, float)) and isinstance(b, (int, float)):
             fa, fb = (f"**{fa}**", fb) if a >= b else (fa, f"**{fb}**")  # the better one
-        out.append(f"| {title} | {fa} | {fb} | {_delta(a, b)} |")
+        px = _f(s.get(control)) if control else "—"
+        out.append(f"| {title} | {fa} | {fb} | {_delta(a, b)} | {px} |")
+    return out
+
+
+def _controls_note(s: Mapping[str, Any]) -> list[str]:
+    """What the controls column is, and the patch-majority ceiling."""
+    if "miou_patch_majority" not in s and "knn_top1_pixels" not in s:
+        return []
+    return [
+        "",
+        "Controls: *raw pixels* runs the same protocols on the normalised input itself "
+        "(`terrafm.eval.baselines.PixelEncoder`: CLS = per-band mean and standard deviation, "
+        "patch tokens = the raw values of each 16 x 16 patch); the *patch-majority ceiling*, each "
+        "16 x 16 block of the test masks painted with its majority class, is the best mIoU any "
+        f"patch-level segmentation can reach: **{_f(s.get('miou_patch_majority'))}**."
+        + (
+            ""
+            if "miou_pixels" in s
+            else " The raw-pixel segmentation probe is not run by this preset (a linear map from "
+            "each patch's raw values to its 16 x 16 class logits costs about ten CPU minutes "
+            "per input); `benchmarks/quickstart_probe.py pixels` measures it."
+        ),
+    ]
+
+
+def _cross_table(s: Mapping[str, Any]) -> list[str]:
+    """Cross-sensor retrieval and missing-sensor kNN, pretrained vs random init."""
+    if "retrieval_r1_s1_to_s2_pretrained" not in s:
+        return []
+    rows = [
+        ("retrieval recall@1, S1 query -> S2 L2A gallery", "retrieval_r1_s1_to_s2",
+         "retrieval_chance_r1"),
+        ("retrieval recall@5, S1 -> S2 L2A", "retrieval_r5_s1_to_s2", "retrieval_chance_r5"),
+        ("retrieval recall@1, S2 L2A -> S1", "retrieval_r1_s2_to_s1", "retrieval_chance_r1"),
+        ("retrieval recall@5, S2 L2A -> S1", "retrieval_r5_s2_to_s1", "retrieval_chance_r5"),
+        ("kNN top-1, 100 %, trained fused, tested S2 L2A only", "knn_top1_full_fused_to_s2", None),
+        ("kNN top-1, 1 %, trained fused, tested S2 L2A only", "knn_top1_fused_to_s2", None),
+        ("kNN top-1, 100 %, trained fused, tested S1 only", "knn_top1_full_fused_to_s1", None),
+        ("kNN top-1, 1 %, trained fused, tested S1 only", "knn_top1_fused_to_s1", None),
+    ]  # fmt: skip
+    out = [
+        "| metric (test split) | pretrained | random init | difference | chance |",
+        "|---|---|---|---|---|",
+    ]
+    for title, key, chance in rows:
+        a, b = s.get(f"{key}_pretrained"), s.get(f"{key}_random")
+        fa, fb = _f(a), _f(b)
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+            fa, fb = (f"**{fa}**", fb) if a >= b else (fa, f"**{fb}**")
+        out.append(
+            f"| {title} | {fa} | {fb} | {_delta(a, b)} | {_f(s.get(chance)) if chance else '—'} |"
+        )
+    n = s.get("cross_sensor", {}).get("pretrained", {}).get("retrieval", {}).get("n_gallery")
+    out += [
+        "",
+        f"Retrieval: each test chip's S1 embedding (CLS) is the query, the S2 L2A embeddings of "
+        f"all {n if n is not None else 'the'} test chips are the gallery; recall@k = share of "
+        "queries whose own chip is among the k most similar (cosine; ties broken uniformly at "
+        "random in expectation); chance = k / N. Missing sensor: the kNN's training set is the "
+        "fused S1 + S2 L2A embeddings of the training split, its queries the test chips seen by "
+        "one sensor only.",
+    ]
     return out
 
 
@@ -104,15 +175,21 @@ def _full_table(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[
     return out
 
 
+def _values(v: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k} {_f(x)}" for k, x in v.items())
+
+
 def _acceptance(a: Mapping[str, Any]) -> list[str]:
-    out = []
-    for check, ok in a["passed"].items():
-        out.append(f"- [{'x' if ok else ' '}] {check}")
-    out.append(
-        f"\nkNN gain (1 % labels, S2): {_f(a['knn_gain_1pct'])} points; mIoU gain: "
-        f"{_f(a['miou_gain'])} points; fused minus best single sensor (kNN 1 %): "
-        f"{_f(a['fused_minus_best_single'])} points."
-    )
+    if "checks" not in a:  # a summary written before the per-check entries existed
+        return [f"- [{'x' if ok else ' '}] {check}" for check, ok in a["passed"].items()]
+    out = ["| check | values | threshold | result |", "|---|---|---|---|"]
+    for c in a["checks"]:
+        result = "pass" if c["passed"] else "**FAIL**"
+        out.append(f"| {c['check']} | {_values(c['values'])} | {c['threshold']} | {result} |")
+    passed = sum(c["passed"] for c in a["checks"])
+    out.append(f"\n{passed} of {len(a['checks'])} checks pass.")
+    if a.get("not_measured"):
+        out += ["", "Not measured by this run:", *(f"- {m}" for m in a["not_measured"])]
     return out
 
 
@@ -177,9 +254,14 @@ def markdown(s: Mapping[str, Any], command: str | None = None) -> str:
         "## Headline",
         "",
         *_headline_table(s),
+        *_controls_note(s),
         *_rank_note(s["results"]),
         "",
-        "## Acceptance (issue 7)",
+        "## Across sensors: retrieval and a missing sensor",
+        "",
+        *(_cross_table(s) or ["Not measured by this run."]),
+        "",
+        f"## Acceptance (issue {s['acceptance'].get('issue', 7)})",
         "",
         *_acceptance(s["acceptance"]),
         "",
