@@ -137,7 +137,7 @@ def main() -> None:
         run = run_pretraining(cfg)
         secs = time.perf_counter() - t
         torch.set_num_threads(1)
-        from terrafm.checkpoint import load_model
+        from terrafm.models import load_model
 
         probe = _probe(load_model(run.encoder), task, args.seed)
         recs = read_metrics(run.output_dir / "metrics.jsonl")

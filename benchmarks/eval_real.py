@@ -33,9 +33,9 @@ import rasterio
 import torch
 
 import terrafm
-from terrafm.checkpoint import load_model
 from terrafm.eval import evaluate, load_task
 from terrafm.eval.datasets.scene import SceneRaster, scene_to_folder
+from terrafm.models import load_model
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 SHOTS = (1, 5, 10)

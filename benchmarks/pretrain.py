@@ -1,4 +1,4 @@
-"""Pretraining step throughput and model FLOP utilisation (MFU) of TerraFM (SPEC §4, issue 4).
+"""Pretraining step throughput and model FLOP utilisation (MFU) of TerraFM (docs/design.md, "Objective").
 
 For each shipped config (tiny and B by default) and device (CPU, and CUDA when present) it builds
 the real student / teacher / head / loss / optimiser with :func:`terrafm.ssl.train.build_training`,

@@ -9,7 +9,7 @@ five times the quickstart's test split — for any number of encoders, and print
     .venv/bin/python benchmarks/quickstart_probe.py runs/quickstart/pretrain/full/encoder.safetensors \\
         random:0 random:1 [--sensors s2_l2a s1 s1+s2_l2a] [--world runs/probe-world]
 
-An encoder is a ``.safetensors`` / ``.pth`` file loaded with :func:`terrafm.checkpoint.load_model`,
+An encoder is a ``.safetensors`` / ``.pth`` file loaded with :func:`terrafm.models.load_model`,
 ``random:SEED``, a random-init ``--model`` drawn after ``torch.manual_seed(SEED)`` (the
 quickstart's random baseline is ``random:<pretraining seed>``), or ``pixels``: the normalised input
 itself (:class:`terrafm.eval.baselines.PixelEncoder`; patch tokens = the raw 16 x 16 patches, CLS =
@@ -47,9 +47,8 @@ def _world(path: Path, seed: int, per_class: int) -> Path:
 
 
 def _encoder(spec: str, model: str) -> torch.nn.Module:
-    from terrafm.checkpoint import load_model
     from terrafm.eval.baselines import PixelEncoder
-    from terrafm.models import create_model
+    from terrafm.models import create_model, load_model
 
     if spec == "pixels":
         return PixelEncoder()

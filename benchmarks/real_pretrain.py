@@ -53,7 +53,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
-from terrafm.checkpoint import load_model
 from terrafm.config import PretrainConfig, load_config, shipped_config
 from terrafm.data.folder import GeoTiffFolderSource, RasterScene
 from terrafm.data.multicrop import MultiCrop, MultiCropConfig, collate_views
@@ -61,7 +60,7 @@ from terrafm.data.tiles import finish_tile
 from terrafm.eval import extract_features, knn_evaluate, load_task
 from terrafm.eval.baselines import PixelEncoder
 from terrafm.eval.subsets import per_class_indices
-from terrafm.models import create_model
+from terrafm.models import create_model, load_model
 from terrafm.sensors import normalize, select_bands
 from terrafm.ssl.data import sensor_plan
 

@@ -5,7 +5,7 @@ type, is an error naming the key (and the file it came from), never silently ign
 top-level builders (``terrafm pretrain``) read these objects; library modules take explicit
 arguments.
 
-The pretraining config (:class:`PretrainConfig`) holds the recipe of SPEC §4 with its **choice**
+The pretraining config (:class:`PretrainConfig`) holds the recipe of docs/design.md, "Objective" with its **choice**
 defaults; the shipped YAML files in ``terrafm/configs/`` override them per scale.
 """
 
@@ -60,13 +60,13 @@ class ModelConfig:
     """The encoder being pretrained."""
 
     name: str = "terrafm_base"
-    drop_path_rate: float = 0.1  # SPEC §4 (stated)
+    drop_path_rate: float = 0.1  # docs/design.md, "Objective" (stated)
     pretrained: str | None = None  # optional weights to start from (continual pretraining)
 
 
 @dataclass
 class HeadConfig:
-    """DINO projection head (SPEC §4, DINO defaults)."""
+    """DINO projection head (docs/design.md, "Objective", DINO defaults)."""
 
     out_dim: int = 65536
     hidden_dim: int = 2048
@@ -97,7 +97,7 @@ class MaskedPatchConfig:
 
 @dataclass
 class LossConfig:
-    """DINO cross-entropy with dual centering (SPEC §4), and the opt-in extras."""
+    """DINO cross-entropy with dual centering (docs/design.md, "Objective"), and the opt-in extras."""
 
     student_temp: float = 0.1
     warmup_teacher_temp: float = 0.04
@@ -119,7 +119,7 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW and the lr / wd / teacher-momentum schedules (SPEC §4, DINO v1 defaults)."""
+    """AdamW and the lr / wd / teacher-momentum schedules (docs/design.md, "Objective", DINO v1 defaults)."""
 
     epochs: int = 100
     lr: float = 5e-4  # at a global batch of 256 when scale_lr_with_batch
@@ -137,7 +137,7 @@ class OptimConfig:
 
 @dataclass
 class DataConfig:
-    """Pretraining data: Major-TOM roots, curation, sampling, multi-crop, sensor draw (SPEC §4–5).
+    """Pretraining data: Major-TOM roots, curation, sampling, multi-crop, sensor draw (docs/design.md, "Objective", "Pretraining data").
 
     The component switches: ``modality_aug`` (sensors as augmentation) and ``fusion`` (several
     sensors fused in one view). Both on: each view draws its sensors by ``modality_mode``. Fusion
@@ -165,7 +165,7 @@ class DataConfig:
     single_sensor: str = "s2_l2a"
     balance: float = 1.0  # inverse-stratum-frequency exponent (1: balanced strata, 0: uniform)
     replacement: bool = True
-    ocean_keep: float = 0.02  # fraction of ocean cells kept (SPEC §5)
+    ocean_keep: float = 0.02  # fraction of ocean cells kept (docs/design.md, "Pretraining data")
     max_cloud_cover: float | None = None
     tiles_per_side: int = 2  # 1068 px cells -> four 534 px tiles
     max_invalid: float = 0.5  # largest share of invalid pixels per sensor tile
@@ -262,7 +262,7 @@ class PretrainConfig:
         return self
 
 
-# Component ablations of SPEC §4 (paper Table: + modality aug, + fusion, + dual centering).
+# Component ablations of docs/design.md, "Objective" (paper Table: + modality aug, + fusion, + dual centering).
 ABLATIONS: dict[str, tuple[str, ...]] = {
     "fusion": ("data.fusion=false",),
     "modality_aug": ("data.modality_aug=false",),
@@ -454,7 +454,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterabl
 
 def save_config(cfg: Any, path: str | Path) -> Path:
     """Write the resolved config as YAML (atomically)."""
-    from terrafm.checkpoint import atomic_write
+    from terrafm.outputs import atomic_write
 
     path = Path(path)
     with atomic_write(path) as tmp:

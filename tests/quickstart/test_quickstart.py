@@ -83,7 +83,7 @@ def test_summary_has_the_issue_keys_and_sane_values(micro: tuple[Path, dict[str,
         "controls",
         "figures",
     }
-    # issue 14: retrieval and the acceptance block, one entry per check
+    # retrieval and the acceptance block, one entry per check
     for enc in ENCODERS:
         for key in RETRIEVAL:
             assert 0.0 <= on_disk[f"{key}_{enc}"] <= 100.0, key
@@ -148,7 +148,7 @@ def test_one_percent_keeps_one_example_per_class(micro: tuple[Path, dict[str, An
 def test_report_and_figures_are_written(micro: tuple[Path, dict[str, Any]]) -> None:
     out, s = micro
     report = (out / "report.md").read_text()
-    assert "## Headline" in report and "## Acceptance (issue 14)" in report
+    assert "## Headline" in report and "## Acceptance" in report
     assert "## Across sensors: retrieval and a missing sensor" in report
     assert "patch-majority ceiling" in report and "raw pixels (control)" in report
     assert f"{s['retrieval_r1_s1_to_s2_pretrained']:.1f}" in report

@@ -1,4 +1,4 @@
-"""The real default quickstart and its acceptance criteria (issue 14). Slow: about 15 minutes."""
+"""The real default quickstart and its acceptance criteria. Slow: about 15 minutes."""
 
 from __future__ import annotations
 

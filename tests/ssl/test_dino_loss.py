@@ -1,4 +1,4 @@
-"""Dual-centred DINO loss against a plain NumPy reference (SPEC §4)."""
+"""Dual-centred DINO loss against a plain NumPy reference (docs/design.md, "Objective")."""
 
 from __future__ import annotations
 

@@ -170,12 +170,11 @@ def _specs(args: argparse.Namespace):  # -> Callable[[str, str], SourceSpec]
 
 
 def _model(args: argparse.Namespace):  # -> tuple[TerraFM, str]
-    from terrafm.checkpoint import load_model
-    from terrafm.models import create_model
+    from terrafm.models import create_model, load_model
 
     if args.model is None:
         if args.checkpoint and str(args.checkpoint).endswith(".safetensors"):
-            from terrafm.checkpoint import read_metadata
+            from terrafm.weights.checkpoint import read_metadata
 
             return load_model(args.checkpoint), str(
                 read_metadata(args.checkpoint).get("model_name")

@@ -102,8 +102,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _model(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     import torch
 
-    from terrafm.checkpoint import load_model, read_metadata
-    from terrafm.models import create_model
+    from terrafm.models import create_model, load_model
+    from terrafm.weights.checkpoint import read_metadata
 
     torch.manual_seed(args.seed)
     ckpt = args.checkpoint

@@ -27,8 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from terrafm.checkpoint import CheckpointError
     from terrafm.ssl.export import export_run
+    from terrafm.weights.checkpoint import CheckpointError
 
     try:
         pth, st = export_run(

@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.checkpoint:
-        from terrafm.checkpoint import read_metadata
+        from terrafm.weights.checkpoint import read_metadata
 
         if str(args.checkpoint).endswith(".safetensors"):
             print(json.dumps(read_metadata(args.checkpoint), indent=2))

@@ -1,6 +1,6 @@
 """``terrafm quickstart``: world -> pretraining -> evaluation -> report on the built-in world.
 
-The README's main command (issue 7); see ``docs/quickstart.md``.
+The README's main command; see ``docs/quickstart.md``.
 """
 
 from __future__ import annotations

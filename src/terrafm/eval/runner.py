@@ -1,6 +1,6 @@
 """``evaluate``: one protocol on one task with one sensor choice, as a result dictionary.
 
-Protocols (SPEC §6): ``knn`` (k = 20 and 5 on frozen features), ``linear`` (Copernicus-Bench
+Protocols (docs/design.md, "Evaluation protocols"): ``knn`` (k = 20 and 5 on frozen features), ``linear`` (Copernicus-Bench
 linear probe), ``finetune`` (encoder + linear head), ``seg-linear`` (patch linear probe on 64 px
 tiles), ``seg-upernet`` (UPerNet on four block outputs), and ``retrieval`` (cross-sensor retrieval of
 the same place on a paired task, :mod:`terrafm.eval.retrieval`). Every knob has the protocol's published

@@ -1,4 +1,4 @@
-"""The paper's component-ablation table, reproduced on the built-in world (SPEC §4).
+"""The paper's component-ablation table, reproduced on the built-in world (docs/design.md, "Objective").
 
 Rows, each a pretraining run of the quickstart preset with components added one at a time:
 
@@ -25,9 +25,10 @@ from typing import Any
 
 import torch
 
-from terrafm.checkpoint import atomic_write, load_model
 from terrafm.config import PretrainConfig, apply_overrides, from_dict, to_dict
 from terrafm.eval import load_task
+from terrafm.models import load_model
+from terrafm.outputs import atomic_write
 from terrafm.quickstart.evaluate import evaluate_sensors
 from terrafm.quickstart.pipeline import (
     StageClock,
@@ -67,7 +68,7 @@ EXTENSION_ROWS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         ("loss.ibot.enabled=true",),
     ),
 )
-# The paper's numbers (SPEC §4): m-BigEarthNet kNN F1, m-EuroSat kNN top-1, m-Cashew mIoU.
+# The paper's numbers (docs/design.md, "Objective"): m-BigEarthNet kNN F1, m-EuroSat kNN top-1, m-Cashew mIoU.
 PAPER_ROWS = (
     (54.62, 83.20, 50.58),
     (57.63, 87.70, 59.17),

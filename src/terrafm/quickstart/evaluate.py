@@ -1,17 +1,17 @@
-"""Frozen-encoder evaluation of the quickstart: kNN, linear probe and segmentation probe (SPEC §6).
+"""Frozen-encoder evaluation of the quickstart: kNN, linear probe and segmentation probe (docs/design.md, "Evaluation protocols").
 
 Glue over :mod:`terrafm.eval`: for one encoder and one sensor choice the features of each split are
 extracted once, then reused by every protocol:
 
-- **kNN** (SPEC §6.1: cosine similarity, k = 20, votes weighted by ``exp(sim / 0.07)``) with 100 %
+- **kNN** (docs/design.md, "Evaluation protocols / GEO-Bench v1": cosine similarity, k = 20, votes weighted by ``exp(sim / 0.07)``) with 100 %
   of the training labels and with a fraction of them. The fraction is drawn by
   :func:`terrafm.eval.subsets.fraction_indices`: per class, ``max(1, round(fraction * n_c))``
   samples, so 1 % of a small task still holds one example of every class. A single draw of ten
   examples is noisy, so the subset is drawn ``fraction_draws`` times (seeds ``seed .. seed +
   draws - 1``) and the mean is reported, with every draw kept.
-- **Linear probe** (SPEC §6.2, Copernicus-Bench: BatchNorm1d without affine + Linear, SGD,
+- **Linear probe** (docs/design.md, "Evaluation protocols / Copernicus-Bench", Copernicus-Bench: BatchNorm1d without affine + Linear, SGD,
   one-cycle cosine) on the CLS token with all training labels.
-- **Segmentation probe** (SPEC §6.1, GEO-Bench: a linear layer maps each patch token to 16 x 16
+- **Segmentation probe** (docs/design.md, "Evaluation protocols / GEO-Bench v1", GEO-Bench: a linear layer maps each patch token to 16 x 16
   class logits) on whole chips; mIoU over the test chips.
 - **RankMe** (:func:`terrafm.eval.metrics.rankme`), the effective rank of the test split's CLS
   embeddings and of its patch tokens: how many directions the representation uses.

@@ -1,8 +1,8 @@
-"""``terrafm quickstart``: the whole TerraFM pipeline end to end on the built-in world (issue 7).
+"""``terrafm quickstart``: the whole TerraFM pipeline end to end on the built-in world.
 
 1. Generate the built-in multi-sensor world (Major-TOM layout) and its held-out tasks
    (:func:`terrafm.world.generate.make_world`).
-2. Pretrain a small TerraFM with every component of SPEC §4 on: sensors as augmentation, fusion,
+2. Pretrain a small TerraFM with every component of docs/design.md, "Objective" on: sensors as augmentation, fusion,
    dual centering, land-cover-aware sampling, multi-crop (:func:`terrafm.ssl.train.pretrain`).
 3. Evaluate the pretrained encoder and a random-init encoder of the same shape (the pretraining
    run's own initialisation: same seed, same code path) with kNN (100 % and 1 % of labels), a linear
@@ -34,11 +34,10 @@ import torch
 import yaml
 
 import terrafm
-from terrafm.checkpoint import load_model
 from terrafm.config import PretrainConfig, ablation_overrides, config_diff, load_config, to_dict
 from terrafm.config import shipped_config as shipped_pretrain_config
 from terrafm.eval import load_task
-from terrafm.models import create_model
+from terrafm.models import create_model, load_model
 from terrafm.quickstart.evaluate import (
     FeaturePair,
     cross_sensor,
@@ -64,7 +63,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# The switchable components (SPEC §4); land-cover-aware sampling and multi-crop stay on.
+# The switchable components (docs/design.md, "Objective"); land-cover-aware sampling and multi-crop stay on.
 COMPONENTS = ("modality_aug", "fusion", "dual_centering")
 
 
@@ -283,17 +282,17 @@ def headline(
     return {k: round(v, 2) for k, v in out.items()}
 
 
-# Acceptance thresholds of issue 14.
+# Acceptance thresholds of the main job (docs/quickstart.md, the acceptance block).
 KNN_MIN_GAIN = 10.0  # kNN top-1 with 1 % of the labels: at least this many points over random
 RETRIEVAL_MIN_RATIO = 5.0  # recall@1 S1 -> S2: at least this many times the random encoder's
 TIME_BUDGET_S = 15 * 60
-# Checks of the issue one quickstart run cannot make.
+# Acceptance checks one quickstart run cannot make.
 NOT_MEASURED_HERE = (
     "segmentation mIoU with UPerNet on four blocks (not run by the quickstart: budget)",
     "the same checks for seeds 1 and 2 (run terrafm quickstart --seed 1 / --seed 2)",
     "the ablation table's ordering on few-label kNN (terrafm quickstart --ablation-table)",
 )
-# Kept for reading older summaries: the mIoU margin that issue 7 asked for.
+# Kept for reading older summaries: the mIoU margin an earlier acceptance asked for.
 MIOU_MIN_GAIN = 3.0
 
 
@@ -378,7 +377,7 @@ def acceptance(h: dict[str, float], wall: float) -> dict[str, Any]:
     best_single = max(h["knn_top1_pretrained"], h["knn_top1_s1_pretrained"])
     out: dict[str, Any] = {
         "issue": 14,
-        # the gains of the earlier acceptance (issue 7), kept for comparison with older runs
+        # the gains of the earlier acceptance, kept for comparison with older runs
         "knn_gain_1pct": round(h["knn_top1_pretrained"] - h["knn_top1_random"], 2),
         "miou_gain": round(h["miou_pretrained"] - h["miou_random"], 2),
         "fused_minus_best_single": round(h["knn_top1_fused_pretrained"] - best_single, 2),

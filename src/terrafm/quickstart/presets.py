@@ -18,7 +18,7 @@ from terrafm.quickstart.evaluate import ProbeConfig
 
 __all__ = ["PRESETS", "SENSOR_SETS", "Preset", "get_preset"]
 
-# S1 alone, S2 alone, and both fused (SPEC §3); "S2" is the surface-reflectance product.
+# S1 alone, S2 alone, and both fused (docs/design.md, "Fusion"); "S2" is the surface-reflectance product.
 SENSOR_SETS: tuple[tuple[str, ...], ...] = (("s1",), ("s2_l2a",), ("s1", "s2_l2a"))
 
 

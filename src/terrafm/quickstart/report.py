@@ -1,6 +1,6 @@
 """``summary.json`` and ``report.md`` of a quickstart run.
 
-The JSON holds every measured number (the headline keys of issue 7 at the top level, then all
+The JSON holds every measured number (the headline keys at the top level, then all
 results per encoder and sensor, timings with load averages, the resolved configs); the markdown
 report shows the same numbers as tables beside the figures, and how to reproduce them.
 """
@@ -270,15 +270,15 @@ def markdown(s: Mapping[str, Any], command: str | None = None) -> str:
         *_full_table(s["results"]),
         "",
         f"- kNN: cosine similarity, k = {probes['k']}, votes weighted by exp(sim / 0.07), on the "
-        "CLS token (SPEC §6.1).",
+        "CLS token (docs/design.md, 'Evaluation protocols / GEO-Bench v1').",
         f"- {probes['fraction']:.0%} of labels: per class, max(1, round({probes['fraction']:g} x "
         "n_class)) training samples, drawn with a seeded generator (stratified; every class keeps "
         f"at least one example). Mean over {probes['fraction_draws']} draws (seeds seed .. seed + "
         f"{probes['fraction_draws'] - 1}); every draw is listed.",
         f"- Linear probe: BatchNorm1d (no affine) + Linear on the CLS token, SGD lr 0.1, "
-        f"one-cycle cosine, {probes['linear_epochs']} epochs, all training labels (SPEC §6.2).",
+        f"one-cycle cosine, {probes['linear_epochs']} epochs, all training labels (docs/design.md, 'Evaluation protocols / Copernicus-Bench').",
         f"- Segmentation probe: a linear layer maps each patch token to 16 x 16 class logits, "
-        f"AdamW lr {probes['seg_lr']:g}, {probes['seg_epochs']} epochs, whole chips (SPEC §6.1); "
+        f"AdamW lr {probes['seg_lr']:g}, {probes['seg_epochs']} epochs, whole chips (docs/design.md, 'Evaluation protocols / GEO-Bench v1'); "
         "mIoU over classes present in the test predictions or targets.",
         "",
         "## Figures",

@@ -2,7 +2,7 @@
 
 One file, ``<output_dir>/checkpoint.pt``, holds the student (backbone + head), the teacher, the
 optimiser, the loss centres, the step, every rank's RNG states, the data position and the resolved
-config. It is written by rank 0 through :func:`terrafm.checkpoint.atomic_write` (temporary file +
+config. It is written by rank 0 through :func:`terrafm.outputs.atomic_write` (temporary file +
 rename), so a killed process leaves either the previous checkpoint or the new one, never a
 truncated file. It contains only tensors, numbers, strings, lists and dicts and is read back with
 ``torch.load(weights_only=True)``: loading a checkpoint runs no pickled code.
@@ -28,8 +28,9 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from terrafm.checkpoint import CheckpointError, atomic_write
+from terrafm.outputs import atomic_write
 from terrafm.ssl.distributed import all_gather_object
+from terrafm.weights.checkpoint import CheckpointError
 
 __all__ = [
     "CHECKPOINT_NAME",

@@ -1,4 +1,4 @@
-"""DINO projection head and the backbone + head wrapper used for multi-crop (SPEC §4).
+"""DINO projection head and the backbone + head wrapper used for multi-crop (docs/design.md, "Objective").
 
 The head is DINO v1's: an MLP (``nlayers`` linears, GELU, hidden 2048) to a 256-d bottleneck,
 L2-normalised, then a weight-normalised linear layer without bias to ``K`` prototypes. With

@@ -1,4 +1,4 @@
-"""DINO cross-entropy with TerraFM's dual centering (SPEC §4, paper §3.3).
+"""DINO cross-entropy with TerraFM's dual centering (docs/design.md, "Objective", paper §3.3).
 
 The teacher target subtracts a mix of two exponential-moving-average centres of its own outputs,
 
@@ -40,7 +40,7 @@ __all__ = [
 def high_frequency_classes(counts: Mapping[int, int | float]) -> list[int]:
     """The set H: classes whose share of the training set exceeds ``1 / K``.
 
-    ``K`` is the number of classes present (count > 0) (SPEC §4 **choice**).
+    ``K`` is the number of classes present (count > 0) (docs/design.md, "Objective" **choice**).
 
     Args:
         counts: class code -> number (or weight) of training samples.

@@ -1,4 +1,4 @@
-"""Run metrics: a JSON-lines log per step and the loss-curve plot (SPEC §4 pretraining runs).
+"""Run metrics: a JSON-lines log per step and the loss-curve plot (docs/design.md, "Objective" pretraining runs).
 
 Each line of ``metrics.jsonl`` is one logged step (``step``, ``epoch``, ``loss``, ``lr``, ``wd``,
 ``momentum``, ``teacher_temp``, ``teacher_entropy``, ``center_norm``, ``center_h_norm``,

@@ -1,4 +1,4 @@
-"""One pretraining step: student/teacher forward, dual-centred DINO loss, update, EMA (SPEC §4).
+"""One pretraining step: student/teacher forward, dual-centred DINO loss, update, EMA (docs/design.md, "Objective").
 
 The step reads as DINO's ``train_one_epoch``: set lr / wd -> teacher on the 2 global views ->
 student on all views -> loss -> backward -> freeze last layer -> clip -> optimiser step -> teacher
@@ -42,7 +42,7 @@ __all__ = [
     "train_step",
 ]
 
-# Parameters that are tokens or embeddings rather than weights: no weight decay (SPEC §4).
+# Parameters that are tokens or embeddings rather than weights: no weight decay (docs/design.md, "Objective").
 _NO_DECAY_NAMES = ("cls_token", "pos_embed", "queries", "mask_token")
 
 

@@ -1,4 +1,4 @@
-"""The pretraining loop: builds everything from a :class:`PretrainConfig` and runs it (SPEC §4).
+"""The pretraining loop: builds everything from a :class:`PretrainConfig` and runs it (docs/design.md, "Objective").
 
 ``pretrain(cfg)`` is what ``terrafm pretrain`` calls. It joins the ``torchrun`` job if there is
 one, builds student / teacher / head / loss / optimiser / schedules, and iterates a
@@ -6,7 +6,7 @@ one, builds student / teacher / head / loss / optimiser / schedules, and iterate
 ``train.checkpoint_every`` steps, at the end, and when SIGTERM arrives; ``resume=True`` continues
 from the checkpoint in ``train.output_dir`` exactly (same weights as an uninterrupted run).
 The run folder also receives ``config.yaml`` (resolved), ``metrics.jsonl``, ``loss_curve.png`` and
-``encoder.safetensors`` (the teacher backbone, loadable with ``terrafm.checkpoint.load_model``).
+``encoder.safetensors`` (the teacher backbone, loadable with ``terrafm.models.load_model``).
 """
 
 from __future__ import annotations
