@@ -9,7 +9,8 @@ on one corrupt file (or stops at once, naming it, with ``fail_fast``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -22,7 +23,54 @@ from terrafm.data.skips import SampleError, TooManyBadSamples
 from terrafm.data.tiles import TileSource, finish_tile
 from terrafm.sensors import get_sensor
 
-__all__ = ["MultiCropDataset", "TileDataset"]
+__all__ = ["MultiCropDataset", "TileDataset", "load_with_substitutes"]
+
+
+T = TypeVar("T")
+
+
+def load_with_substitutes(
+    load: Callable[[int], T],
+    key: tuple[int, int, int],
+    n: int,
+    seed: int,
+    max_retries: int,
+    fail_fast: bool,
+    on_error: Callable[[int, SampleError], None] | None = None,
+) -> tuple[int, T, list[tuple[str, str]]]:
+    """``load(index)``, replacing an unusable tile by a seeded random substitute until one loads.
+
+    The substitute of attempt ``a`` for sampler key ``(index, epoch, pos)`` is drawn from
+    ``default_rng([seed, epoch, pos, a + 1, 0xBAD])``, so every reader of the same tiles (parquet
+    or shards) substitutes the same way, and a resumed run the same as an uninterrupted one.
+
+    Returns:
+        ``(index actually loaded, what load returned, (reason, message) of each skip)``.
+
+    Raises:
+        SampleError: the first one, with ``fail_fast``.
+        TooManyBadSamples: more than ``max_retries`` consecutive substitutes were unusable.
+    """
+    index, epoch, pos = key
+    skipped: list[tuple[str, str]] = []
+    errors: list[SampleError] = []
+    for attempt in range(max_retries + 1):
+        try:
+            return index, load(index), skipped
+        except SampleError as e:
+            if fail_fast:
+                raise
+            if on_error is not None:
+                on_error(index, e)
+            errors.append(e)
+            skipped.append((e.reason, str(e)))
+            sub = np.random.default_rng([seed, epoch, pos, attempt + 1, 0xBAD])
+            index = int(sub.integers(n))
+    raise TooManyBadSamples(
+        f"{max_retries + 1} consecutive unusable tiles; last errors: "
+        + "; ".join(str(e) for e in errors[-3:])
+    )
+
 
 log = logging.getLogger("terrafm.data")
 
@@ -141,24 +189,10 @@ class MultiCropDataset(Dataset[dict[str, object]]):
 
     def __getitem__(self, key: SampleKey | int) -> dict[str, object]:
         index, epoch, pos = key if isinstance(key, tuple) else (int(key), 0, int(key))
-        skipped: list[tuple[str, str]] = []
-        errors: list[SampleError] = []
-        for attempt in range(self.max_retries + 1):
-            try:
-                inputs, dropped = self._load(index)
-                break
-            except SampleError as e:
-                if self.fail_fast:
-                    raise
-                errors.append(e)
-                skipped.append((e.reason, str(e)))
-                sub = np.random.default_rng([self.seed, epoch, pos, attempt + 1, 0xBAD])
-                index = int(sub.integers(len(self.tiles)))
-        else:
-            raise TooManyBadSamples(
-                f"{self.max_retries + 1} consecutive unusable tiles; last errors: "
-                + "; ".join(str(e) for e in errors[-3:])
-            )
+        index, (inputs, dropped), skipped = load_with_substitutes(
+            self._load, key=(index, epoch, pos), n=len(self.tiles), seed=self.seed,
+            max_retries=self.max_retries, fail_fast=self.fail_fast,
+        )  # fmt: skip
         skipped += [(f"dropped_sensor_{e.reason}", str(e)) for e in dropped]
         rng = np.random.default_rng([self.seed, epoch, pos, index])
         sample: dict[str, object] = dict(self.transform(inputs, rng))

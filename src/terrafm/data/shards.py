@@ -47,10 +47,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from terrafm.data.batch_multicrop import BatchMultiCrop, Encoding, resolve_device
 from terrafm.data.curation import TileTable, curate
+from terrafm.data.dataset import load_with_substitutes
 from terrafm.data.landcover import LandCover
 from terrafm.data.multicrop import MultiCropConfig, ViewPlan, plan_views
 from terrafm.data.sampling import SampleKey, StratifiedSampler
-from terrafm.data.skips import SampleError, TooManyBadSamples
+from terrafm.data.skips import SampleError
 from terrafm.data.tiles import CellInfo, SensorTile, TileSource
 from terrafm.errors import DataError
 from terrafm.outputs import atomic_write
@@ -908,29 +909,17 @@ class ShardViewDataset(Dataset[dict[str, object]]):
     def __len__(self) -> int:
         return len(self.tiles)
 
+    def _log_once(self, index: int, e: SampleError) -> None:
+        if index not in self._logged:  # logged once per process, like the parquet path
+            self._logged.add(index)
+            log.warning("skipped sample: %s", e)
+
     def __getitem__(self, key: SampleKey | int) -> dict[str, object]:
         index, epoch, pos = key if isinstance(key, tuple) else (int(key), 0, int(key))
-        skipped: list[tuple[str, str]] = []
-        errors: list[SampleError] = []
-        for attempt in range(self.max_retries + 1):
-            try:
-                row, available, dropped = self.tiles.status(index)
-                break
-            except SampleError as e:
-                if self.fail_fast:
-                    raise
-                if index not in self._logged:  # logged once per process, like the parquet path
-                    self._logged.add(index)
-                    log.warning("skipped sample: %s", e)
-                errors.append(e)
-                skipped.append((e.reason, str(e)))
-                sub = np.random.default_rng([self.seed, epoch, pos, attempt + 1, 0xBAD])
-                index = int(sub.integers(len(self.tiles)))
-        else:
-            raise TooManyBadSamples(
-                f"{self.max_retries + 1} consecutive unusable tiles; last errors: "
-                + "; ".join(str(e) for e in errors[-3:])
-            )
+        index, (row, available, dropped), skipped = load_with_substitutes(
+            self.tiles.status, key=(index, epoch, pos), n=len(self.tiles), seed=self.seed,
+            max_retries=self.max_retries, fail_fast=self.fail_fast, on_error=self._log_once,
+        )  # fmt: skip
         skipped += [(f"dropped_sensor_{e.reason}", str(e)) for e in dropped]
         store = self.tiles.store
         height, width = int(store.height[row]), int(store.width[row])
