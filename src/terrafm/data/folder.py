@@ -14,33 +14,29 @@ Folder convention for :func:`discover_scenes`::
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import rasterio
-from rasterio.errors import NotGeoreferencedWarning
 
 from terrafm.data.landcover import landcover_from_map, tile_classes
 from terrafm.data.skips import SampleError
 from terrafm.data.tiles import CellInfo, SensorTile, processing_baseline, tile_windows
-from terrafm.io.geotiff import read_window, repair_crs
-from terrafm.sensors import (
-    BOA_ADD_OFFSET,
-    SENSOR_KEYS,
-    canonical_band_name,
-    get_sensor,
-    linear_to_db,
+from terrafm.io.geotiff import read_window
+from terrafm.io.scene import (
+    RASTER_SUFFIXES,
+    Scene,
+    SceneReader,
+    SourceSpec,
+    open_raster,
+    open_scene,
 )
+from terrafm.sensors import BOA_ADD_OFFSET, SENSOR_KEYS, get_sensor, linear_to_db
 
 __all__ = ["GeoTiffFolderSource", "RasterScene", "discover_scenes"]
-
-_RASTER_SUFFIXES = (".tif", ".tiff", ".jp2")
-_BAND_IN_NAME = re.compile(r"(?:^|[_\-.])(B\d{1,2}A?|VV|VH)$", re.IGNORECASE)
 
 
 @dataclass
@@ -62,44 +58,6 @@ class RasterScene:
     s1_unit: str = "dB"
     product_id: str | None = None
     worldcover: str | None = None
-
-
-@dataclass(frozen=True)
-class _BandRef:
-    path: str
-    index: int  # 1-based band index in the file
-
-
-@dataclass(frozen=True)
-class _Grid:
-    crs: str | None
-    bounds: tuple[float, float, float, float]
-    shape: tuple[int, int]
-
-
-def _open(path: str) -> rasterio.io.DatasetReader:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        return rasterio.open(path)
-
-
-def _band_names(
-    path: str, src: rasterio.io.DatasetReader, explicit: Sequence[str] | None
-) -> list[str]:
-    """Canonical band names of a raster: explicit, else descriptions, else the file name."""
-    if explicit is not None and src.count > 1:
-        names = list(explicit)
-    elif src.count > 1 or any(src.descriptions):
-        names = [d or "" for d in src.descriptions]
-    else:
-        m = _BAND_IN_NAME.search(Path(path).stem)
-        names = [m.group(1)] if m else [""]
-    if len(names) != src.count or not all(names):
-        raise ValueError(
-            f"{path}: cannot name its {src.count} band(s) (descriptions {src.descriptions}); "
-            "put the band name in the file name or pass RasterScene.bands"
-        )
-    return [canonical_band_name(n) for n in names]
 
 
 class GeoTiffFolderSource:
@@ -133,8 +91,7 @@ class GeoTiffFolderSource:
         self.harmonize = harmonize
         self.report: Counter[str] = Counter()
         self._scenes: list[RasterScene] = []
-        self._bands: list[dict[str, dict[str, _BandRef]]] = []
-        self._grids: list[_Grid] = []
+        self._opened: list[Scene] = []
         self._windows: list[list[tuple[int, int, int, int]]] = []
         self._cells: list[CellInfo] = []
         for scene in scenes:
@@ -143,44 +100,37 @@ class GeoTiffFolderSource:
     def _add_scene(
         self, scene: RasterScene, tile_size: int, overlap: bool, require_all: bool
     ) -> None:
-        bands = {s: self._resolve_bands(scene, s) for s in self.sensors if scene.files.get(s)}
-        if not bands or (require_all and len(bands) < len(self.sensors)):
-            missing = sorted(set(self.sensors) - set(bands))
+        present = [s for s in self.sensors if scene.files.get(s)]
+        if not present or (require_all and len(present) < len(self.sensors)):
+            missing = sorted(set(self.sensors) - set(present))
             self.report["scenes_missing_sensor"] += 1
             warnings.warn(
                 f"scene {scene.name}: no raster for sensors {missing}; skipped", stacklevel=3
             )
             return
-        grid = _common_grid(scene.name, [r.path for b in bands.values() for r in b.values()])
-        h, w = grid.shape
+        specs = [
+            SourceSpec(
+                s,
+                tuple(scene.files[s]),
+                bands=tuple(scene.bands[s]) if scene.bands.get(s) else None,
+                boa_offset=False,  # the baseline offset comes from product_id (harmonize)
+            )
+            for s in present
+        ]
+        opened = open_scene(specs, grid="footprint", name=scene.name)
+        h, w = opened.grid.height, opened.grid.width
         size = min(tile_size, h, w)
         windows = [(r, c, size, size) for r, c in tile_windows(h, w, size, overlap)]
         lc, classes = None, None
         if scene.worldcover:
-            with _open(scene.worldcover) as src:
-                cmap = read_window(src, grid.shape, (0, 0, h, w), "nearest")[0]  # (H, W) codes
+            with open_raster(scene.worldcover) as src:
+                cmap = read_window(src, (h, w), (0, 0, h, w), "nearest")[0]  # (H, W) codes
             lc, classes = landcover_from_map(scene.name, cmap), tile_classes(cmap, windows)
         self._scenes.append(scene)
-        self._bands.append(bands)
-        self._grids.append(grid)
+        self._opened.append(opened)
         self._windows.append(windows)
-        sensors = tuple(s for s in self.sensors if s in bands)
-        self._cells.append(CellInfo(scene.name, sensors, len(windows), lc, classes))
+        self._cells.append(CellInfo(scene.name, tuple(present), len(windows), lc, classes))
         self.report["scenes_read"] += 1
-
-    def _resolve_bands(self, scene: RasterScene, sensor: str) -> dict[str, _BandRef]:
-        """Band name -> (file, band index) for every band the sensor's stem needs."""
-        refs: dict[str, _BandRef] = {}
-        for path in scene.files[sensor]:
-            with _open(path) as src:
-                for k, n in enumerate(_band_names(path, src, scene.bands.get(sensor)), start=1):
-                    refs.setdefault(n, _BandRef(path, k))
-        missing = [b for b in get_sensor(sensor).band_names if b not in refs]
-        if missing:
-            raise ValueError(
-                f"scene {scene.name}: {sensor} lacks bands {missing}; found {sorted(refs)}"
-            )
-        return {b: refs[b] for b in get_sensor(sensor).band_names}
 
     def cells(self) -> list[CellInfo]:
         return self._cells
@@ -188,63 +138,47 @@ class GeoTiffFolderSource:
     def read_tile(
         self, cell: int, tile: int, sensors: Sequence[str]
     ) -> tuple[dict[str, SensorTile], list[SampleError]]:
-        scene, grid, window = self._scenes[cell], self._grids[cell], self._windows[cell][tile]
+        scene, opened = self._scenes[cell], self._opened[cell]
         out: dict[str, SensorTile] = {}
         errors: list[SampleError] = []
-        for s in sensors:
-            where = f"scene {scene.name} tile {tile} ({s})"
-            if s not in self._bands[cell]:
-                errors.append(SampleError("missing_sensor", where, f"no {s} rasters"))
-                continue
-            try:
-                out[s] = self._read_sensor(scene, self._bands[cell][s], s, grid, window)
-            except SampleError as e:
-                errors.append(e)
-            except Exception as e:  # unreadable or truncated raster
-                errors.append(SampleError("corrupt_geotiff", where, f"cannot read raster: {e}"))
+        with SceneReader(opened) as reader:
+            for s in sensors:
+                where = f"scene {scene.name} tile {tile} ({s})"
+                if s not in opened.sources:
+                    errors.append(SampleError("missing_sensor", where, f"no {s} rasters"))
+                    continue
+                try:
+                    out[s] = self._read_sensor(reader, scene, s, self._windows[cell][tile])
+                except SampleError as e:
+                    errors.append(e)
+                except Exception as e:  # unreadable or truncated raster
+                    errors.append(SampleError("corrupt_geotiff", where, f"cannot read raster: {e}"))
         return out, errors
 
     def _read_sensor(
         self,
+        reader: SceneReader,
         scene: RasterScene,
-        refs: Mapping[str, _BandRef],
         sensor: str,
-        grid: _Grid,
         window: tuple[int, int, int, int],
     ) -> SensorTile:
-        by_file: dict[str, list[tuple[str, int]]] = {}
-        for b, r in refs.items():
-            by_file.setdefault(r.path, []).append((b, r.index))
-        arrays: dict[str, np.ndarray] = {}
-        nodata: dict[str, float | None] = {}
-        for path, items in by_file.items():
-            with _open(path) as src:
-                native_10m = abs(src.transform.a) <= abs(_pixel(grid)) * 1.01
-                mode = "nearest" if native_10m else "bilinear"
-                data = read_window(src, grid.shape, window, mode)  # (C_file, T, T)
-                for b, k in items:
-                    arrays[b], nodata[b] = data[k - 1], src.nodata
-        order = get_sensor(sensor).band_names
-        stack = np.stack([arrays[b].astype(np.float32) for b in order])  # (C, T, T)
+        stack, _ = reader.read_sensor(sensor, *window)  # (C, T, T) float32, stem order
+        bands = reader.scene.sources[sensor].bands
         if sensor == "s1":
-            return _s1_folder_tile(stack, [nodata[b] for b in order], scene.s1_unit)
-        ten_m = [i for i, b in enumerate(order) if get_sensor(sensor).bands[i].gsd == 10]
-        tags = [nodata[order[i]] if nodata[order[i]] is not None else 0.0 for i in ten_m]
-        empty = np.all([stack[i] == t for i, t in zip(ten_m, tags)], axis=0)
+            return _s1_folder_tile(stack, [b.nodata for b in bands], scene.s1_unit)
+        # A pixel is empty when every 10 m band holds the nodata value (Sentinel-2: DN 0).
+        ten_m = [i for i, b in enumerate(get_sensor(sensor).bands) if b.gsd == 10]
+        empty = np.all([stack[i] == bands[i].nodata for i in ten_m], axis=0)
         baseline = processing_baseline(scene.product_id or "")
         if self.harmonize and baseline is not None and baseline >= 400:
             stack -= BOA_ADD_OFFSET
         return SensorTile(stack, ~empty)
 
 
-def _pixel(grid: _Grid) -> float:
-    return (grid.bounds[2] - grid.bounds[0]) / grid.shape[1]
-
-
-def _s1_folder_tile(stack: np.ndarray, tags: list[float | None], unit: str) -> SensorTile:
+def _s1_folder_tile(stack: np.ndarray, tags: list[float], unit: str) -> SensorTile:
     valid = np.all(np.isfinite(stack), axis=0)
     for k, t in enumerate(tags):
-        if t is not None and np.isfinite(t):
+        if np.isfinite(t):
             valid &= stack[k] != t
     if unit.lower() == "linear":
         valid &= np.all(stack > 0, axis=0)
@@ -252,29 +186,6 @@ def _s1_folder_tile(stack: np.ndarray, tags: list[float | None], unit: str) -> S
     elif unit.lower() != "db":
         raise ValueError(f"s1_unit must be 'dB' or 'linear', got {unit!r}")
     return SensorTile(stack, valid)
-
-
-def _common_grid(scene: str, paths: Sequence[str]) -> _Grid:
-    """The finest raster's grid; every raster must share its CRS and footprint."""
-    grids = []
-    for p in dict.fromkeys(paths):
-        with _open(p) as src:
-            crs = repair_crs(src.crs.to_string()) if src.crs else None
-            b = src.bounds
-            grids.append(
-                (p, _Grid(crs, (b.left, b.bottom, b.right, b.top), (src.height, src.width)))
-            )
-    ref_path, ref = max(grids, key=lambda g: g[1].shape[0] * g[1].shape[1])
-    for p, g in grids:
-        coarse = max(
-            (g.bounds[2] - g.bounds[0]) / g.shape[1], (g.bounds[3] - g.bounds[1]) / g.shape[0]
-        )
-        if g.crs != ref.crs or max(abs(a - b) for a, b in zip(g.bounds, ref.bounds)) > coarse / 2:
-            raise ValueError(
-                f"scene {scene}: {p} (crs {g.crs}, bounds {g.bounds}) is not co-registered with "
-                f"{ref_path} (crs {ref.crs}, bounds {ref.bounds})"
-            )
-    return ref
 
 
 def discover_scenes(
@@ -285,7 +196,7 @@ def discover_scenes(
     scenes = []
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
         files = {
-            s: sorted(str(f) for f in (d / s).iterdir() if f.suffix.lower() in _RASTER_SUFFIXES)
+            s: sorted(str(f) for f in (d / s).iterdir() if f.suffix.lower() in RASTER_SUFFIXES)
             for s in sensors
             if (d / s).is_dir()
         }

@@ -14,8 +14,8 @@ from terrafm.embed.pipeline import (
     embed_scene,
 )
 from terrafm.embed.progress import ProgressError
-from terrafm.embed.sources import Scene, SourceError, SourceSpec, open_scene
 from terrafm.embed.windows import Window, WindowGrid
+from terrafm.io.scene import Scene, SourceError, SourceSpec, open_scene
 
 __all__ = [
     "EmbedError",

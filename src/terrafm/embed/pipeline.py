@@ -40,13 +40,13 @@ from terrafm.embed.progress import (
     fingerprint_digest,
     progress_path,
 )
-from terrafm.embed.reader import SceneReader, WindowData
-from terrafm.embed.sources import Scene, SourceSpec, open_scene
+from terrafm.embed.reader import WindowData, WindowReader
 from terrafm.embed.table import TableWriter
 from terrafm.embed.windows import Window, WindowGrid
 from terrafm.embed.writer import COMPLETE_TAG, EmbeddingWriter, read_tags
 from terrafm.errors import OutputError
 from terrafm.io.resample import RESAMPLING
+from terrafm.io.scene import Scene, SourceSpec, open_scene
 from terrafm.models import TerraFM
 from terrafm.outputs import check_writable, output_error, refuse_existing, remove_stale_temps
 from terrafm.weights.fingerprint import model_fingerprint
@@ -218,7 +218,7 @@ def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
 def _reader(
     scene: Scene, opts: EmbedOptions, todo: queue.Queue, ready: queue.Queue, stop: threading.Event
 ) -> None:
-    reader = SceneReader(scene, opts.resampling, opts.s1_unit)
+    reader = WindowReader(scene, opts.resampling, opts.s1_unit)
     try:
         while not stop.is_set():
             try:

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from terrafm.embed.pipeline import EmbedOptions, EmbedReport, embed_scene
-from terrafm.embed.sources import SourceSpec
 from terrafm.errors import DataError, TerraFMError
+from terrafm.io.scene import SourceSpec
 from terrafm.models import TerraFM
 from terrafm.sensors import SENSOR_KEYS
 
