@@ -18,8 +18,6 @@ Each task folder is written under a temporary name and renamed into place when c
 
 from __future__ import annotations
 
-import csv
-import json
 import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from terrafm.data.landcover import WORLDCOVER_CLASSES
-from terrafm.io.geotiff import write_geotiff
 from terrafm.io.resample import resample_to
+from terrafm.io.taskfolder import TaskFolderWriter
 from terrafm.world.atmosphere import L1C_BANDS, S2_BANDS, draw_atmosphere
 from terrafm.world.cells import (
     CellPlan,
@@ -208,22 +206,20 @@ class _TaskWriter:
         self.final, self.kind = final, kind
         self.tmp = final.parent / f".{final.name}.partial"
         names = [CLASS_NAMES[c] for c in codes]
-        self.meta = {
-            "name": final.name,
-            "task": kind,
-            "classes": names,
-            "ignore_index": IGNORE_INDEX,
-            "sensors": TASK_SENSORS,
-            "worldcover_codes": codes,
-            "description": description,
-        }
         self.summary = TaskSummary(final.name, str(final), kind, names, codes)
-        self.rows: list[tuple[str, str, str]] = []
         if self.tmp.exists():
             shutil.rmtree(self.tmp)
-        masks = ("masks",) if kind == "segmentation" else ()
-        for sub in (*TASK_SENSORS, *masks):
-            (self.tmp / sub).mkdir(parents=True)
+        self.out = TaskFolderWriter(
+            self.tmp,
+            final.name,
+            kind,
+            names,
+            TASK_SENSORS,
+            IGNORE_INDEX,
+            nodata={s: None if s == "s1" else 0.0 for s in TASK_SENSORS},
+            extra={"worldcover_codes": codes, "description": description},
+            atomic=False,  # the whole folder is renamed into place when complete
+        )
 
     def add(
         self,
@@ -237,34 +233,21 @@ class _TaskWriter:
         """Write one chip: its sensor rasters, its mask (segmentation) and its row."""
         sid = f"{cell.plan.geo.grid_cell}_y{y:04d}_x{x:04d}"
         crs, tr = cell.plan.geo.crs, _chip_transform(cell.plan, y, x)
-        for sensor, arr in rasters.items():
-            names = TASK_SENSORS[sensor]["bands"]
-            assert isinstance(names, list)
-            nodata = None if sensor == "s1" else 0.0
-            write_geotiff(
-                self.tmp / sensor / f"{sid}.tif", arr, crs, tr, nodata, names, atomic=False
-            )
+        self.out.add(sid, cell.split, rasters, label, mask, crs, tr)
         per_class = self.summary.per_class
         if mask is not None:
-            path = self.tmp / "masks" / f"{sid}.tif"
-            write_geotiff(path, mask, crs, tr, float(IGNORE_INDEX), ["class"], atomic=False)
             counts = np.bincount(mask.ravel(), minlength=256)
             for i, name in enumerate(self.summary.classes):
                 per_class[name] = per_class.get(name, 0) + int(counts[i])
         if label is not None:
             name = self.summary.classes[label]
             per_class[name] = per_class.get(name, 0) + 1
-        self.rows.append((sid, cell.split, "" if label is None else str(label)))
         samples = self.summary.samples
         samples[cell.split] = samples.get(cell.split, 0) + 1
 
     def commit(self) -> TaskSummary:
         """Write ``task.json`` and ``samples.csv`` and move the folder into place."""
-        (self.tmp / "task.json").write_text(json.dumps(self.meta, indent=2) + "\n")
-        with open(self.tmp / "samples.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["sample_id", "split", "label"])
-            w.writerows(self.rows)
+        self.out.finish()
         if self.final.exists():
             shutil.rmtree(self.final)
         self.tmp.rename(self.final)

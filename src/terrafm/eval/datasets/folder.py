@@ -12,7 +12,8 @@ Layout::
 Sensors are the stem keys (``s1``, ``s2_l1c``, ``s2_l2a``); units are ``DN``/``reflectance`` for S2
 and ``dB``/``linear`` for S1. Band descriptions stored in a GeoTIFF, when present, must agree with
 the declared names (a file whose bands were written in another order is an error, not a silent
-mix-up). :func:`write_folder_task` writes this layout (tests, the real-data benchmark, users).
+mix-up). :func:`write_folder_task` writes this layout through :class:`terrafm.io.taskfolder.TaskFolderWriter`
+(tests, the real-data benchmark, users).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import numpy as np
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 
-from terrafm.errors import DataError
 from terrafm.eval.tasks import (
     KINDS,
     EvalTask,
@@ -39,17 +39,12 @@ from terrafm.eval.tasks import (
     SensorSpec,
     round_to_patch,
 )
-from terrafm.io.geotiff import write_geotiff
-from terrafm.outputs import atomic_write
+from terrafm.io.taskfolder import FolderTaskError, TaskFolderWriter
 from terrafm.sensors import canonical_band_name
 
 __all__ = ["FolderSample", "load_folder_task", "read_geotiff", "write_folder_task"]
 
 SPLITS = ("train", "val", "test")
-
-
-class FolderTaskError(DataError, ValueError):
-    """A task folder that does not follow the layout (names the file and what is wrong)."""
 
 
 def read_geotiff(path: Path, bands: Sequence[str] | None = None) -> np.ndarray:
@@ -202,42 +197,7 @@ def write_folder_task(
     ignore_index: int = 255,
 ) -> Path:
     """Write a task folder; ``sensors`` maps sensor key -> {"bands": [...], "unit": ...}."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    meta: dict[str, Any] = {
-        "name": name,
-        "task": kind,
-        "classes": list(classes),
-        "ignore_index": ignore_index,
-        "sensors": {
-            k: {"bands": list(v["bands"]), "unit": v.get("unit", "DN")} for k, v in sensors.items()
-        },
-    }
+    writer = TaskFolderWriter(root, name, kind, classes, sensors, ignore_index)
     for s in samples:
-        for key, arr in s.images.items():
-            write_geotiff(
-                root / key / f"{s.id}.tif",
-                arr,
-                s.crs,
-                s.transform,
-                None,
-                meta["sensors"][key]["bands"],
-            )
-        if kind == "segmentation":
-            if s.mask is None:
-                raise FolderTaskError(f"sample {s.id}: a segmentation task needs a mask")
-            write_geotiff(
-                root / "masks" / f"{s.id}.tif", s.mask.astype(np.uint8), s.crs, s.transform
-            )
-    with atomic_write(root / "samples.csv") as tmp, open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["sample_id", "split", "label"])
-        for s in samples:
-            if kind == "multilabel":
-                label = ";".join(str(int(c)) for c in s.label)
-            else:
-                label = "" if s.label is None else str(int(s.label))
-            w.writerow([s.id, s.split, label])
-    with atomic_write(root / "task.json") as tmp:
-        tmp.write_text(json.dumps(meta, indent=2))
-    return root
+        writer.add(s.id, s.split, s.images, s.label, s.mask, s.crs, s.transform)
+    return writer.finish()
