@@ -2,14 +2,15 @@
 
 A *scene* gives, per sensor, one multi-band raster or one raster per band (band name in the file
 name, e.g. a Sentinel-2 SAFE's ``T33UUU_20170216T102101_B02.jp2``). Rasters may be any size and
-any native resolution, but must cover the same footprint in the same CRS. The finest raster defines
-the 10 m grid; coarser bands are resampled onto it (bilinear), and the grid is cut into
-``tile_size`` px tiles (534 by default, like Major-TOM's large tiles).
+any native resolution, but must cover the same footprint in the same CRS. Scenes are opened and
+read by :mod:`terrafm.io.scene` (its ``footprint`` rule; docs/design.md, "Raster I/O"): the
+finest raster defines the 10 m grid, coarser bands are resampled onto it (bilinear), and the grid
+is cut into ``tile_size`` px tiles (534 by default, like Major-TOM's large tiles).
 
 Folder convention for :func:`discover_scenes`::
 
-    <root>/<scene>/<sensor>/*.tif|*.tiff|*.jp2      sensor = s1 | s2_l1c | s2_l2a
-    <root>/<scene>/worldcover.tif                   optional ESA WorldCover codes
+    <root>/<scene>/<sensor>/*.tif|*.tiff|*.jp2|*.vrt|*.img     sensor = s1 | s2_l1c | s2_l2a
+    <root>/<scene>/worldcover.tif                              optional ESA WorldCover codes
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ from terrafm.eval.tasks import (
     SensorSpec,
     round_to_patch,
 )
+from terrafm.io.geotiff import read_raster
 from terrafm.io.taskfolder import FolderTaskError, TaskFolderWriter
 from terrafm.sensors import canonical_band_name
 
@@ -51,11 +52,8 @@ def read_geotiff(path: Path, bands: Sequence[str] | None = None) -> np.ndarray:
     """All bands of a GeoTIFF as (C, H, W); checks stored band names against ``bands``."""
     if not path.is_file():
         raise SampleError(f"{path}: file not found")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # tasks need no georeference
-        with rasterio.open(path) as src:
-            data = src.read()
-            desc = src.descriptions
+    raster = read_raster(str(path))  # tasks need no georeference
+    data, desc = raster.data, raster.descriptions
     if bands is not None:
         if data.shape[0] != len(bands):
             raise SampleError(
