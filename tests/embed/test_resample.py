@@ -9,8 +9,8 @@ from terrafm.io.resample import axis_map, upsample
 
 
 def _window(band, valid, r0, c0, h, w, f, mode):
-    rows = axis_map(r0, h, f, band.shape[1], mode)
-    cols = axis_map(c0, w, f, band.shape[2], mode)
+    rows = axis_map(r0, h, band.shape[1], band.shape[1] * f, mode)
+    cols = axis_map(c0, w, band.shape[2], band.shape[2] * f, mode)
     block = band[:, rows.base : rows.stop, cols.base : cols.stop]
     v = valid[rows.base : rows.stop, cols.base : cols.stop]
     return upsample(block, v, rows, cols)

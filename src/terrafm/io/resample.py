@@ -10,9 +10,9 @@ in; that is what lets a scene be streamed window by window (docs/design.md, "Sen
 
 - :func:`axis_weights`, :func:`resample_window`, :func:`needed_window`, :func:`resample_to`: whole
   rasters and windows of them (the training readers, the world, the task writers).
-- :func:`axis_map`, :func:`upsample`: the same sampling for integer factors, with validity
+- :func:`axis_map`, :func:`upsample`: the same sampling evaluated on a block, with validity
   resampled conservatively (an output pixel is valid only if every coarse pixel it draws from is
-  valid), for the scene reader of ``terrafm embed``.
+  valid), for the scene reader (:mod:`terrafm.io.scene`).
 """
 
 from __future__ import annotations
@@ -146,23 +146,24 @@ class AxisMap:
         self.lam = lam.astype(np.float32)
 
 
-def axis_map(start: int, count: int, factor: int, n_coarse: int, mode: str) -> AxisMap:
-    """Map output pixels ``start .. start + count`` to a coarse axis of ``n_coarse`` pixels.
+def axis_map(start: int, count: int, n_in: int, n_out: int, mode: str) -> AxisMap:
+    """Map output pixels ``start .. start + count`` of an ``n_out`` axis to an ``n_in`` axis.
 
-    The same sampling as :func:`axis_weights` for an output axis of ``n_coarse * factor`` pixels.
+    The same sampling as :func:`axis_weights`; an axis of equal length is the identity.
 
     Args:
         start: first output (fine) pixel.
         count: number of output pixels (> 0).
-        factor: integer coarsening factor of the band (1 = same grid).
-        n_coarse: band length in its own pixels.
+        n_in: input (band) axis length in its own pixels.
+        n_out: output-axis length the whole input axis covers (``n_in * factor`` for an integer
+            coarsening).
         mode: ``bilinear`` or ``nearest``.
     """
     if mode not in RESAMPLING:
         raise ValueError(f"resampling must be one of {RESAMPLING}, got {mode!r}")
-    if factor == 1:
+    if n_in == n_out:
         mode = "nearest"  # the identity: no weights to apply
-    return AxisMap(*axis_weights(n_coarse, n_coarse * factor, start, count, mode))
+    return AxisMap(*axis_weights(n_in, n_out, start, count, mode))
 
 
 def _along(x: np.ndarray, m: AxisMap, axis: int) -> np.ndarray:

@@ -52,7 +52,7 @@ from rasterio.transform import Affine
 from rasterio.windows import Window as RioWindow
 
 from terrafm.errors import DataError
-from terrafm.io.resample import RESAMPLING, AxisMap, axis_weights, upsample
+from terrafm.io.resample import RESAMPLING, axis_map, upsample
 from terrafm.sensors import BandError, canonical_band_name, get_sensor
 
 __all__ = [
@@ -506,12 +506,6 @@ def valid_values(x: np.ndarray, nodata: float) -> np.ndarray:
     return ok
 
 
-def _axis(start: int, count: int, n_in: int, n_out: int, mode: str) -> AxisMap:
-    if n_in == n_out:
-        mode = "nearest"  # the identity: no weights to apply
-    return AxisMap(*axis_weights(n_in, n_out, start, count, mode))
-
-
 class SceneReader:
     """Window reads of a :class:`Scene` onto its grid (one per thread or process; close it).
 
@@ -557,8 +551,8 @@ class SceneReader:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Bands of one file, resampled to scene pixels ``[r0, r0+h) x [c0, c0+w)``."""
         b0 = bands[0]
-        rows = _axis(r0, h, b0.shape[0], b0.span[0], self.resampling)
-        cols = _axis(c0, w, b0.shape[1], b0.span[1], self.resampling)
+        rows = axis_map(r0, h, b0.shape[0], b0.span[0], self.resampling)
+        cols = axis_map(c0, w, b0.shape[1], b0.span[1], self.resampling)
         win = RioWindow(cols.base, rows.base, cols.stop - cols.base, rows.stop - rows.base)
         try:
             raw = self._handle(b0.path).read(
