@@ -112,7 +112,7 @@ class GeoTiffFolderSource:
         specs = [
             SourceSpec(
                 s,
-                tuple(scene.files[s]),
+                tuple(str(f) for f in scene.files[s]),
                 bands=tuple(scene.bands[s]) if scene.bands.get(s) else None,
                 boa_offset=False,  # the baseline offset comes from product_id (harmonize)
             )
@@ -124,7 +124,7 @@ class GeoTiffFolderSource:
         windows = [(r, c, size, size) for r, c in tile_windows(h, w, size, overlap)]
         lc, classes = None, None
         if scene.worldcover:
-            with open_raster(scene.worldcover) as src:
+            with open_raster(str(scene.worldcover)) as src:
                 cmap = read_window(src, (h, w), (0, 0, h, w), "nearest")[0]  # (H, W) codes
             lc, classes = landcover_from_map(scene.name, cmap), tile_classes(cmap, windows)
         self._scenes.append(scene)

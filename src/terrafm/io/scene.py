@@ -112,7 +112,11 @@ class SourceSpec:
             return self.path
         if len(self.path) == 1:
             return self.path[0]
-        return os.path.commonpath(self.path) or ", ".join(self.path)
+        try:
+            common = os.path.commonpath(self.path)
+        except ValueError:  # absolute and relative paths mixed
+            common = ""
+        return common or ", ".join(self.path)
 
 
 @dataclass(frozen=True)
