@@ -37,12 +37,13 @@ import terrafm
 from terrafm.config import PretrainConfig, ablation_overrides, config_diff, load_config, to_dict
 from terrafm.config import shipped_config as shipped_pretrain_config
 from terrafm.eval import load_task
+from terrafm.eval.runner import Evaluator
 from terrafm.models import create_model, load_model
 from terrafm.quickstart.evaluate import (
-    FeaturePair,
     cross_sensor,
     evaluate_controls,
     evaluate_encoder,
+    probe_settings,
     sensor_label,
 )
 from terrafm.quickstart.presets import SENSOR_SETS, Preset, get_preset
@@ -480,10 +481,13 @@ def evaluate_models(
     out = {}
     for name, model in (("pretrained", load_model(run.encoder)), ("random", random_encoder(cfg))):
         log.info("quickstart: evaluating the %s encoder", name)
-        keep: dict[str, FeaturePair] = {}
-        out[name] = evaluate_encoder(model, cls_task, seg_task, SENSOR_SETS, p.probes, seed, keep)
+        # one evaluator per encoder: the classification features serve every protocol below
+        classifier = Evaluator(model, cls_task, probe_settings(p.probes, seed))
+        out[name] = evaluate_encoder(
+            model, cls_task, seg_task, SENSOR_SETS, p.probes, seed, classifier
+        )
         if cross is not None:
-            cross[name] = cross_sensor(keep, cls_task.num_classes, p.probes, seed)
+            cross[name] = cross_sensor(classifier, p.probes, seed)
     return out
 
 
