@@ -6,12 +6,12 @@ raw pixels and the patch-majority ceiling) on the world and encoder of an existi
 prints the seconds of each stage and writes every number to ``--json``:
 
     .venv/bin/python benchmarks/quickstart_eval.py runs/quickstart --json /tmp/eval.json \\
-        [--compare /tmp/eval-before.json] [--upernet]
+        [--compare /tmp/eval-before.json] [--upernet-epochs 1]
 
 ``--compare`` checks that every number (times left out) equals those of an earlier ``--json``: the
-same encoder, seed and probes must give the same figures. ``--upernet`` also times the UPerNet
-segmentation head on four blocks (:func:`terrafm.quickstart.evaluate.upernet_miou`) for both
-encoders on S2 L2A.
+same encoder, seed and probes must give the same figures. ``--upernet-epochs N`` also times N
+epochs of the UPerNet head on four blocks (``seg-upernet``, the pretrained encoder on S2 L2A) and
+extrapolates its CPU time to the probes' epochs for both encoders.
 """
 
 from __future__ import annotations
@@ -56,7 +56,11 @@ def main() -> int:
     ap.add_argument("--variant", default="full", help="pretrain/<variant> folder")
     ap.add_argument("--json", type=Path, help="write the numbers here")
     ap.add_argument("--compare", type=Path, help="an earlier --json to compare with")
-    ap.add_argument("--upernet", action="store_true", help="also time the UPerNet probe")
+    ap.add_argument(
+        "--upernet-epochs", type=int, default=0,
+        help="also time N epochs of the UPerNet probe (pretrained encoder, S2 L2A)",
+    )  # fmt: skip
+    ap.add_argument("--only-upernet", action="store_true", help="skip the two stages")
     args = ap.parse_args()
 
     import torch
@@ -75,30 +79,39 @@ def main() -> int:
     run = PretrainRun(pre, pre / "encoder.safetensors", [], 0, True)
     torch.set_num_threads(p.threads)
     times: dict[str, float] = {}
-    t0 = time.perf_counter()
-    cross: dict[str, Any] = {}
-    results = evaluate_models(args.run / "world", cfg, run, p, args.seed, cross)
-    times["evaluate"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    controls = evaluate_models_controls(args.run / "world", p, args.seed)
-    times["controls"] = time.perf_counter() - t0
-    record: dict[str, Any] = {"results": results, "cross_sensor": cross, "controls": controls}
-    if args.upernet:
+    record: dict[str, Any] = {}
+    if not args.only_upernet:
+        t0 = time.perf_counter()
+        cross: dict[str, Any] = {}
+        results = evaluate_models(args.run / "world", cfg, run, p, args.seed, cross)
+        times["evaluate"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        controls = evaluate_models_controls(args.run / "world", p, args.seed)
+        times["controls"] = time.perf_counter() - t0
+        record.update(results=results, cross_sensor=cross, controls=controls)
+    if args.upernet_epochs:
+        import resource
+
         from terrafm.eval import load_task
+        from terrafm.eval.runner import Evaluator
         from terrafm.models import load_model
-        from terrafm.quickstart.evaluate import upernet_miou
-        from terrafm.quickstart.pipeline import random_encoder
+        from terrafm.quickstart.evaluate import probe_settings
 
         seg = load_task("folder", "landcover_seg", args.run / "world" / "tasks")
+        ev = Evaluator(load_model(run.encoder).eval(), seg, probe_settings(p.probes, args.seed))
+        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
-        record["upernet"] = {
-            name: upernet_miou(model, seg, ("s2_l2a",), p.probes, args.seed)
-            for name, model in (
-                ("pretrained", load_model(run.encoder)),
-                ("random", random_encoder(cfg)),
-            )
-        }
+        up = ev.run("seg-upernet", "s2_l2a", epochs=args.upernet_epochs)
         times["upernet"] = time.perf_counter() - t0
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
+        full = cpu / args.upernet_epochs * p.probes.seg_epochs * 2
+        record["upernet"] = {"epochs": args.upernet_epochs, "miou": up.primary_value,
+                             "wall_seconds": times["upernet"], "cpu_seconds": cpu,
+                             "cpu_seconds_full_both_encoders": full}  # fmt: skip
+        print(f"UPerNet, S2 L2A, pretrained encoder, {args.upernet_epochs} epoch(s): "
+              f"{times['upernet']:.1f} s wall, {cpu:.1f} s CPU, mIoU {up.primary_value:.1f}; "
+              f"{p.probes.seg_epochs} epochs x 2 encoders ~ {full:.0f} CPU s")  # fmt: skip
     print("| stage | seconds |\n|---|---|")
     for k, v in times.items():
         print(f"| {k} | {v:.1f} |")

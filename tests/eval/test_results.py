@@ -55,6 +55,7 @@ def test_records_keep_their_keys_and_read_back(tmp_path, tiny_model):
                                 "error": "FileNotFoundError: gone"}  # fmt: skip
     # code written against the dict records reads the same keys
     assert knn["metrics"] == knn.metrics and knn["n_train"] == 3 and "error" in failed
+    assert dict(knn) == knn.to_dict() and {**failed} == failed.to_dict()
     # result.json holds the records; report.md reads them back
     json_path, md_path = write_report([knn, failed], tmp_path / "out", "t", {"name": "tiny"})
     on_disk = json.loads(json_path.read_text())["results"]

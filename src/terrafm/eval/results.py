@@ -4,7 +4,8 @@ Every protocol of :mod:`terrafm.eval.runner` returns one; the suites, the report
 and the quickstart read it. :meth:`EvalResult.to_dict` gives the JSON record written to
 ``result.json`` (keys in docs/evaluation.md, "Result records"), and :meth:`EvalResult.from_dict`
 reads one back. Code written against the plain-dict records keeps working: ``result["metrics"]``,
-``"error" in result`` and ``result.get("skipped")`` read the same keys as :meth:`to_dict`.
+``"error" in result``, ``result.get("skipped")`` and ``dict(result)`` read the same keys as
+:meth:`to_dict`.
 """
 
 from __future__ import annotations
@@ -183,6 +184,9 @@ class EvalResult:
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.to_dict().get(key, default)
+
+    def keys(self) -> list[str]:  # so that dict(result) and {**result} give the record
+        return list(self.to_dict())
 
 
 def as_result(r: EvalResult | Mapping[str, Any]) -> EvalResult:

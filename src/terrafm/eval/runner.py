@@ -84,9 +84,7 @@ class EvalSettings:
     label_fraction: float | None = None
     shots: int | None = None
     flips: bool = False  # linear probe: 4 flip views of the cached features
-    val_metrics: bool = (
-        True  # linear probe: also report the validation split, when the task has one
-    )
+    val_metrics: bool = True  # linear probe: the val split's metrics too, when the task has one
     feature_batch: int | None = None  # images per encoder pass; None: kNN/retrieval batch, else 64
     tile: int = 64
     channels: int = 512
