@@ -102,17 +102,17 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 ]
                 for k in (20, 5):
                     _row(rows, "EuroSAT-MS (real)", f"kNN k={k}", "s2_l1c", f"{shots}/class", "top1", name,
-                         [r["metrics"][f"top1@k{k}"] for r in runs])  # fmt: skip
+                         [r.metrics[f"top1@k{k}"] for r in runs])  # fmt: skip
             lin = [evaluate(model, eurosat, "linear", epochs=args.epochs, batch_size=16, seed=s, cache_dir=cache, **common)
                    for s in SEEDS]  # fmt: skip
             _row(rows, "EuroSAT-MS (real)", "linear probe", "s2_l1c", "10/class", "top1", name,
-                 [r["metrics"]["top1"] for r in lin])  # fmt: skip
+                 [r.metrics["top1"] for r in lin])  # fmt: skip
             for sensors in ("s1", "s2_l1c", "s1,s2_l1c"):
                 seg = evaluate(model, floods, "seg-linear", sensors, epochs=args.epochs, batch_size=16, lr=1e-2,
                                cache_dir=cache, **common)  # fmt: skip
                 for metric in ("miou", "iou_water"):
                     _row(rows, "Sen1Floods11 chip (real)", "patch linear probe", sensors.replace(",", "+"),
-                         f"{seg['n_train']} tiles", metric, name, [seg["metrics"][metric]])  # fmt: skip
+                         f"{seg.counts.train} tiles", metric, name, [seg.metrics[metric]])  # fmt: skip
             print(f"[{name}] measured in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return rows
 

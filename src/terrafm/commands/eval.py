@@ -164,12 +164,12 @@ def run(args: argparse.Namespace) -> int:
         title = f"TerraFM evaluation: {task.title}, {args.protocol}"
     json_path, md_path = write_report(results, args.out, title, info)
     for r in results:
-        if "error" in r:
-            print(f"{r['benchmark']}/{r['task']} {r['protocol']}: FAILED {r['error']}")
+        if r.failed:
+            print(f"{r.benchmark}/{r.task} {r.protocol}: FAILED {r.error}")
         else:
-            sensors = "+".join(r["sensors"])
+            sensors = "+".join(r.sensors)
             print(
-                f"{r['benchmark']}/{r['task']} {r['protocol']} [{sensors}] {r['primary']} = {r['metrics'][r['primary']]:.2f}"
+                f"{r.benchmark}/{r.task} {r.protocol} [{sensors}] {r.primary} = {r.primary_value:.2f}"
             )
     print(f"wrote {json_path} and {md_path}")
-    return 1 if any("error" in r for r in results) else 0
+    return 1 if any(r.failed for r in results) else 0

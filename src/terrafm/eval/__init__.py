@@ -8,15 +8,16 @@ Quick use::
 
     model = terrafm.create_model("terrafm_base", pretrained="TerraFM-B.pth")
     task = load_task("geobench", "m-eurosat", "/data/geobench")
-    result = evaluate(model, task, "knn", partition="0.01x_train")
-    print(result["metrics"])
+    result = evaluate(model, task, "knn", partition="0.01x_train")   # an EvalResult
+    print(result.primary, result.primary_value, result.metrics)
 """
 
 from terrafm.eval.datasets import BENCHMARKS, list_tasks, load_task
 from terrafm.eval.features import Features, PatchFeatures, extract_features, extract_patch_tokens
 from terrafm.eval.knn import knn_evaluate, knn_predict, knn_predict_multilabel
 from terrafm.eval.report import markdown_report, write_report
-from terrafm.eval.runner import PROTOCOLS, EvalSettings, evaluate
+from terrafm.eval.results import Counts, EvalResult
+from terrafm.eval.runner import PROTOCOLS, EvalSettings, Evaluator, evaluate
 from terrafm.eval.suite import SUITES, run_suite
 from terrafm.eval.tasks import EvalDataset, EvalTask, SampleError, SensorSpec
 
@@ -24,9 +25,12 @@ __all__ = [
     "BENCHMARKS",
     "PROTOCOLS",
     "SUITES",
+    "Counts",
     "EvalDataset",
+    "EvalResult",
     "EvalSettings",
     "EvalTask",
+    "Evaluator",
     "Features",
     "PatchFeatures",
     "SampleError",

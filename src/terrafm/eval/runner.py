@@ -1,4 +1,10 @@
-"""``evaluate``: one protocol on one task with one sensor choice, as a result dictionary.
+"""The evaluator: one protocol on one task with one sensor choice, as an :class:`EvalResult`.
+
+:class:`Evaluator` holds one encoder and one task and runs any protocol on them; the frozen features
+of each split are extracted once and reused by every protocol that reads them (kNN at several label
+fractions, the linear probe, retrieval and the patch probe share them). :func:`evaluate` is one run
+of a fresh evaluator. ``terrafm eval``, the suites (:mod:`terrafm.eval.suite`) and the quickstart
+(:mod:`terrafm.quickstart.evaluate`) all run through it.
 
 Protocols (docs/design.md, "Evaluation protocols"): ``knn`` (k = 20 and 5 on frozen features), ``linear`` (Copernicus-Bench
 linear probe), ``finetune`` (encoder + linear head), ``seg-linear`` (patch linear probe on 64 px
@@ -14,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,6 +30,7 @@ from torch import nn
 
 from terrafm.eval.features import (
     Features,
+    PatchFeatures,
     check_skipped,
     extract_features,
     extract_patch_tokens,
@@ -32,6 +38,7 @@ from terrafm.eval.features import (
 from terrafm.eval.finetune import FinetuneSettings, finetune
 from terrafm.eval.knn import knn_evaluate
 from terrafm.eval.linear import ProbeSettings, predict_linear, probe_metrics, train_linear_probe
+from terrafm.eval.results import Counts, EvalResult, iou_key
 from terrafm.eval.retrieval import RETRIEVAL_KS, match_ids, retrieval_metrics
 from terrafm.eval.segmentation import (
     SegSettings,
@@ -43,7 +50,7 @@ from terrafm.eval.segmentation import (
 from terrafm.eval.subsets import fraction_indices, id_indices, per_class_indices, random_indices
 from terrafm.eval.tasks import EvalDataset, EvalTask
 
-__all__ = ["PROTOCOLS", "EvalSettings", "evaluate"]
+__all__ = ["PROTOCOLS", "EvalResult", "EvalSettings", "Evaluator", "evaluate"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +84,8 @@ class EvalSettings:
     label_fraction: float | None = None
     shots: int | None = None
     flips: bool = False  # linear probe: 4 flip views of the cached features
+    val_metrics: bool = True  # linear probe: the val split's metrics too, when the task has one
+    feature_batch: int | None = None  # images per encoder pass; None: kNN/retrieval batch, else 64
     tile: int = 64
     channels: int = 512
     device: str = "cpu"
@@ -154,13 +163,9 @@ def _subset_name(partition: str | None, s: EvalSettings) -> str:
     return partition or "default"
 
 
-def _features(
-    model: nn.Module, ds: EvalDataset, s: EvalSettings, bs: int, views: int = 1
-) -> Features:
-    return extract_features(
-        model, ds, batch_size=bs, device=s.device, dtype=s.dtype, views=views, cache_dir=s.cache_dir,
-        num_workers=s.num_workers, progress=s.progress, max_skipped=s.max_skipped,
-    )  # fmt: skip
+def _feature_key(s: EvalSettings) -> tuple[Any, ...]:
+    """The settings that change extracted features (not the probes' seeds or epochs)."""
+    return (s.normalization, s.image_size, s.device, s.dtype, s.on_error, s.missing_sensor)
 
 
 def _train_subset(
@@ -183,110 +188,23 @@ def _train_subset(
     return train, "default"
 
 
-def _knn(
-    model: nn.Module, task: EvalTask, sensors: Sequence[str], partition: str | None, s: EvalSettings
-) -> dict[str, Any]:
-    _, bs, _, _ = s.resolved("knn", task)
-    train = _features(model, _dataset(task, "train", sensors, s), s, bs)
-    test = _features(model, _dataset(task, "test", sensors, s), s, bs)
-    train, subset = _train_subset(task, train, partition, s)
-    metrics = knn_evaluate(
-        train.pooled(s.pooling), train.labels, test.pooled(s.pooling), test.labels, task.num_classes,
-        multilabel=task.kind == "multilabel", ks=s.ks,
-    )  # fmt: skip
-    metric = "micro_f1" if task.kind == "multilabel" else "top1"
-    out = {f"{metric}@k{k}": metrics[f"knn{k}"] for k in s.ks}
-    out[metric] = metrics[f"knn{s.ks[0]}"]
-    return {"metrics": out, "primary": metric, "n_train": len(train), "n_test": len(test), "train_subset": subset,
-            "skipped": len(train.skipped) + len(test.skipped)}  # fmt: skip
-
-
-def _linear(
-    model: nn.Module, task: EvalTask, sensors: Sequence[str], partition: str | None, s: EvalSettings
-) -> dict[str, Any]:
-    epochs, bs, lr, wd = s.resolved("linear", task)
-    views = 4 if s.flips else 1
-    train = _features(model, _dataset(task, "train", sensors, s), s, 64, views)
-    test = _features(model, _dataset(task, "test", sensors, s), s, 64)
-    train, subset = _train_subset(task, train, partition, s)
-    ml = task.kind == "multilabel"
-    probe = train_linear_probe(
-        train.pooled(s.pooling, view=None), train.labels, task.num_classes,
-        ProbeSettings(epochs, bs, lr, wd, seed=s.seed), multilabel=ml, device=s.device,
-    )  # fmt: skip
-    metrics = probe_metrics(predict_linear(probe, test.pooled(s.pooling)), test.labels, ml)
-    if "val" in task.splits:
-        val = _features(model, _dataset(task, "val", sensors, s), s, 64)
-        metrics.update(
-            {
-                f"val_{k}": v
-                for k, v in probe_metrics(
-                    predict_linear(probe, val.pooled(s.pooling)), val.labels, ml
-                ).items()
-            }
-        )
-    primary = "micro_map" if ml else "top1"
-    return {"metrics": metrics, "primary": primary, "n_train": len(train), "n_test": len(test), "train_subset": subset,
-            "skipped": len(train.skipped) + len(test.skipped)}  # fmt: skip
-
-
-def _finetune(
-    model: nn.Module, task: EvalTask, sensors: Sequence[str], partition: str | None, s: EvalSettings
-) -> dict[str, Any]:
-    epochs, bs, lr, wd = s.resolved("finetune", task)
-    train = _train_dataset(task, sensors, s, partition)
-    val = _dataset(task, "val", sensors, s) if "val" in task.splits else None
-    test = _dataset(task, "test", sensors, s)
-    fs = FinetuneSettings(epochs, bs, lr, wd, layer_decay=s.layer_decay, seed=s.seed)
-    res = finetune(model, train, val, test, fs, lrs=s.lrs, device=s.device, progress=s.progress,
-                   max_skipped=s.max_skipped)  # fmt: skip
-    metrics = dict(res["test"])
-    metrics.update({f"val_{k}": v for k, v in (res["val"] or {}).items()})
-    primary = "micro_f1" if task.kind == "multilabel" else "top1"
-    return {"metrics": metrics, "primary": primary, "n_train": len(train), "n_test": len(test),
-            "train_subset": _subset_name(partition, s), "lr": res["lr"], "lr_sweep": res["sweep"],
-            "skipped": res["skipped"]}  # fmt: skip
-
-
 def _class_ious(task: EvalTask, res: dict[str, Any]) -> dict[str, float]:
     out = {"miou": float(res["miou"])}
     for name, v in zip(task.classes, res["per_class_iou"]):
-        out["iou_" + re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")] = float(v)
+        out[iou_key(name)] = float(v)
     return out
 
 
-def _seg_linear(
-    model: nn.Module, task: EvalTask, sensors: Sequence[str], partition: str | None, s: EvalSettings
-) -> dict[str, Any]:
-    epochs, bs, lr, wd = s.resolved("seg-linear", task)
-    kw = dict(tile=s.tile, batch_size=64, device=s.device, dtype=s.dtype, cache_dir=s.cache_dir,
-              num_workers=s.num_workers, progress=s.progress, max_skipped=s.max_skipped)  # fmt: skip
-    train = extract_patch_tokens(model, _train_dataset(task, sensors, s, partition), **kw)  # type: ignore[arg-type]
-    test = extract_patch_tokens(model, _dataset(task, "test", sensors, s), **kw)  # type: ignore[arg-type]
-    settings = SegSettings(epochs, bs, lr, wd, seed=s.seed)
-    patch = int(getattr(model, "patch_size", 16))
-    head = train_patch_probe(
-        train, task.num_classes, settings, task.ignore_index, patch, s.device, s.progress
-    )
-    res = evaluate_patch_probe(head, test, task.num_classes, task.ignore_index)
-    return {"metrics": _class_ious(task, res), "primary": "miou", "n_train": len(train.ids), "n_test": len(test.ids),
-            "train_subset": _subset_name(partition, s), "tile": min(s.tile, test.masks.shape[-1]),
-            "skipped": len(train.skipped) + len(test.skipped)}  # fmt: skip
+@dataclass
+class _Run:
+    """What a protocol measured; :meth:`Evaluator.run` adds what every record holds."""
 
-
-def _seg_upernet(
-    model: nn.Module, task: EvalTask, sensors: Sequence[str], partition: str | None, s: EvalSettings
-) -> dict[str, Any]:
-    epochs, bs, lr, wd = s.resolved("seg-upernet", task)
-    train = _train_dataset(task, sensors, s, partition)
-    test = _dataset(task, "test", sensors, s)
-    settings = SegSettings(epochs, bs, lr, wd, seed=s.seed, channels=s.channels)
-    skipped: list[str] = []
-    head = train_upernet(model, train, settings, s.device, s.progress, skipped)
-    res = evaluate_upernet(model, head, test, bs, s.device, skipped)
-    check_skipped(skipped, len(train) + len(test), s.max_skipped)
-    return {"metrics": _class_ious(task, res), "primary": "miou", "n_train": len(train), "n_test": len(test),
-            "train_subset": _subset_name(partition, s), "skipped": len(set(skipped))}  # fmt: skip
+    metrics: dict[str, float]
+    primary: str
+    counts: Counts
+    subset: str
+    skipped: int
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 def _group(task: EvalTask, group: Sequence[str] | str) -> tuple[str, ...]:
@@ -318,40 +236,290 @@ def _retrieval_groups(
     return query, gallery
 
 
-def _retrieval(
-    model: nn.Module,
-    task: EvalTask,
-    groups: tuple[tuple[str, ...], tuple[str, ...]],
-    partition: str | None,
-    s: EvalSettings,
-) -> dict[str, Any]:
-    _, bs, _, _ = s.resolved("retrieval", task)
-    split = "test"
-    query, gallery = (
-        _features(model, _dataset(task, split, g, s, partition), s, bs) for g in groups
-    )
-    qi, gi = match_ids(query.ids, gallery.ids)
-    if not qi:
-        raise ValueError(f"retrieval on {task.title} {split}: no sample read with both groups")
-    names = ("+".join(groups[0]), "+".join(groups[1]))
-    metrics = retrieval_metrics(
-        query.pooled(s.pooling)[qi], gallery.pooled(s.pooling)[gi], names, RETRIEVAL_KS
-    )
-    primary = f"r1_{names[0]}_to_{names[1]}"
-    return {"metrics": {primary: metrics.pop(primary), **metrics}, "primary": primary,
-            "n_train": 0, "n_test": len(qi), "train_subset": f"{split} split, no labels",
-            "query": list(groups[0]), "gallery": list(groups[1]),
-            "skipped": len(query.skipped) + len(gallery.skipped)}  # fmt: skip
+class Evaluator:
+    """One encoder on one task: runs protocols, extracting each split's features once.
 
+    Args:
+        model: a TerraFM encoder, or any module with its ``forward_features`` (left unchanged:
+            fine-tuning trains a copy).
+        task: from :func:`terrafm.eval.load_task`.
+        settings: an :class:`EvalSettings`; ``overrides`` replace its fields (``epochs=2`` ...).
 
-_RUNNERS = {
-    "knn": _knn,
-    "linear": _linear,
-    "finetune": _finetune,
-    "seg-linear": _seg_linear,
-    "seg-upernet": _seg_upernet,
-    "retrieval": _retrieval,
-}
+    Frozen features (CLS / mean tokens, and the patch tokens of the patch probe) are kept in
+    memory per split, sensors and the settings that change them, so running kNN at several label
+    fractions, the linear probe and retrieval on one evaluator costs one encoder pass per split.
+    ``cache_dir`` adds the on-disk cache of :func:`~terrafm.eval.features.extract_features`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        task: EvalTask,
+        settings: EvalSettings | None = None,
+        **overrides: Any,
+    ):
+        self.model, self.task = model, task
+        self.settings = _settings(settings, overrides)
+        self._features: dict[tuple[Any, ...], Features] = {}
+        self._patches: dict[tuple[Any, ...], PatchFeatures] = {}
+
+    # ------------------------------------------------------------------ features
+    def features(
+        self,
+        split: str,
+        sensors: Sequence[str] | str | None = None,
+        *,
+        views: int = 1,
+        partition: str | None = None,
+        batch_size: int | None = None,
+        settings: EvalSettings | None = None,
+    ) -> Features:
+        """The frozen features of one split (extracted on first use, then kept)."""
+        s = settings or self.settings
+        chosen = self.task.resolve_sensors(sensors)
+        bs = batch_size or s.feature_batch or 64
+        key = (split, chosen, views, partition, bs, _feature_key(s))
+        if key not in self._features:
+            ds = _dataset(self.task, split, chosen, s, partition)
+            self._features[key] = extract_features(
+                self.model, ds, batch_size=bs, device=s.device, dtype=s.dtype, views=views,
+                cache_dir=s.cache_dir, num_workers=s.num_workers, progress=s.progress,
+                max_skipped=s.max_skipped,
+            )  # fmt: skip
+        return self._features[key]
+
+    def patch_tokens(
+        self,
+        split: str,
+        sensors: Sequence[str] | str | None = None,
+        *,
+        partition: str | None = None,
+        settings: EvalSettings | None = None,
+    ) -> PatchFeatures:
+        """The patch tokens of one split cut into ``settings.tile`` tiles (kept after first use).
+
+        The training split honours ``label_fraction`` (a seeded random subset of the images).
+        """
+        s = settings or self.settings
+        chosen = self.task.resolve_sensors(sensors)
+        bs = s.feature_batch or 64
+        frac = s.label_fraction if split == "train" and s.label_fraction is not None else None
+        subset = (frac, s.seed) if frac is not None and frac < 1 else None
+        key = (split, chosen, partition, s.tile, bs, subset, _feature_key(s))
+        if key not in self._patches:
+            if split == "train":
+                ds = _train_dataset(self.task, chosen, s, partition)
+            else:
+                ds = _dataset(self.task, split, chosen, s)
+            self._patches[key] = extract_patch_tokens(
+                self.model, ds, tile=s.tile, batch_size=bs, device=s.device, dtype=s.dtype,
+                cache_dir=s.cache_dir, num_workers=s.num_workers, progress=s.progress,
+                max_skipped=s.max_skipped,
+            )  # fmt: skip
+        return self._patches[key]
+
+    # ------------------------------------------------------------------ protocols
+    def run(
+        self,
+        protocol: str,
+        sensors: Sequence[str] | str | None = None,
+        *,
+        partition: str | None = None,
+        test_sensors: Sequence[str] | str | None = None,
+        **overrides: Any,
+    ) -> EvalResult:
+        """Run ``protocol`` and return its :class:`EvalResult`.
+
+        Args:
+            protocol: one of :data:`PROTOCOLS`.
+            sensors: the sensors to feed, e.g. ``"s1"``, ``["s2_l2a"]`` or ``"s1,s2_l2a"``
+                (fused); ``None`` = the task's published choice. ``retrieval`` takes two groups,
+                query then gallery (``["s1", "s2_l2a"]``, or ``"s1;s2_l2a"``); ``None`` = S1 and
+                the task's S2 product.
+            partition: a named training partition (GEO-Bench ``0.01x_train`` ...).
+            test_sensors: kNN and linear probe: test on other sensors than those trained on
+                (a missing sensor: train on S1 + S2 fused, test on S2 alone).
+            overrides: :class:`EvalSettings` fields for this run only.
+        """
+        s = _settings(self.settings, overrides)
+        task = self.task
+        _check(task, protocol)
+        chosen: tuple[str, ...]
+        what: Any  # the sensors a protocol reads: one group, or (query, gallery) for retrieval
+        if protocol == "retrieval":
+            what = _retrieval_groups(task, sensors)
+            chosen = (f"{'+'.join(what[0])}->{'+'.join(what[1])}",)
+        else:
+            what = chosen = task.resolve_sensors(sensors)
+        tested = None
+        if test_sensors is not None:
+            if protocol not in ("knn", "linear"):
+                raise ValueError(f"test_sensors applies to knn and linear, not {protocol!r}")
+            tested = task.resolve_sensors(test_sensors)
+        t0 = time.perf_counter()
+        torch.manual_seed(s.seed)
+        if protocol in ("knn", "linear"):
+            res = getattr(self, "_" + protocol)(what, partition, s, tested or what)
+        else:
+            res = getattr(self, "_" + protocol.replace("-", "_"))(what, partition, s)
+        if tested is not None:
+            res.details["test_sensors"] = list(tested)
+        epochs, bs, lr, wd = s.resolved(protocol, task)
+        settings_out = {  # JSON-ready: sequences as lists
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(s).items()
+            if k not in ("extra", "progress")
+        }
+        settings_out.update(epochs=epochs, batch_size=bs, lr=lr, weight_decay=wd,
+                            normalization=s.normalization or task.normalization,
+                            image_size=s.image_size or task.image_size)  # fmt: skip
+        out = EvalResult(
+            benchmark=task.benchmark,
+            task=task.name,
+            protocol=protocol,
+            sensors=list(chosen),
+            partition=partition or "default",
+            metrics=res.metrics,
+            primary=res.primary,
+            counts=res.counts,
+            subset=res.subset,
+            skipped=res.skipped,
+            settings=settings_out,
+            notes=list(task.notes),
+            seconds=round(time.perf_counter() - t0, 2),
+            details=res.details,
+        )
+        log.info(
+            "%s %s %s: %s = %.2f", task.title, protocol, "+".join(chosen), out.primary,
+            out.primary_value,
+        )  # fmt: skip
+        return out
+
+    def _knn(
+        self,
+        sensors: tuple[str, ...],
+        partition: str | None,
+        s: EvalSettings,
+        test_sensors: tuple[str, ...],
+    ) -> _Run:
+        task = self.task
+        _, bs, _, _ = s.resolved("knn", task)
+        batch = s.feature_batch or bs
+        train = self.features("train", sensors, batch_size=batch, settings=s)
+        test = self.features("test", test_sensors, batch_size=batch, settings=s)
+        train, subset = _train_subset(task, train, partition, s)
+        metrics = knn_evaluate(
+            train.pooled(s.pooling), train.labels, test.pooled(s.pooling), test.labels,
+            task.num_classes, multilabel=task.kind == "multilabel", ks=s.ks,
+        )  # fmt: skip
+        metric = "micro_f1" if task.kind == "multilabel" else "top1"
+        out = {f"{metric}@k{k}": metrics[f"knn{k}"] for k in s.ks}
+        out[metric] = metrics[f"knn{s.ks[0]}"]
+        return _Run(out, metric, Counts(len(train), len(test)), subset,
+                    len(train.skipped) + len(test.skipped))  # fmt: skip
+
+    def _linear(
+        self,
+        sensors: tuple[str, ...],
+        partition: str | None,
+        s: EvalSettings,
+        test_sensors: tuple[str, ...],
+    ) -> _Run:
+        task = self.task
+        epochs, bs, lr, wd = s.resolved("linear", task)
+        views = 4 if s.flips else 1
+        train = self.features("train", sensors, views=views, settings=s)
+        test = self.features("test", test_sensors, settings=s)
+        train, subset = _train_subset(task, train, partition, s)
+        ml = task.kind == "multilabel"
+        probe = train_linear_probe(
+            train.pooled(s.pooling, view=None), train.labels, task.num_classes,
+            ProbeSettings(epochs, bs, lr, wd, seed=s.seed), multilabel=ml, device=s.device,
+        )  # fmt: skip
+        metrics = probe_metrics(predict_linear(probe, test.pooled(s.pooling)), test.labels, ml)
+        n_val = None
+        if s.val_metrics and "val" in task.splits:
+            val = self.features("val", test_sensors, settings=s)
+            n_val = len(val)
+            val_metrics = probe_metrics(
+                predict_linear(probe, val.pooled(s.pooling)), val.labels, ml
+            )
+            metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
+        primary = "micro_map" if ml else "top1"
+        return _Run(metrics, primary, Counts(len(train), len(test), n_val), subset,
+                    len(train.skipped) + len(test.skipped))  # fmt: skip
+
+    def _finetune(self, sensors: tuple[str, ...], partition: str | None, s: EvalSettings) -> _Run:
+        task = self.task
+        epochs, bs, lr, wd = s.resolved("finetune", task)
+        train = _train_dataset(task, sensors, s, partition)
+        val = _dataset(task, "val", sensors, s) if "val" in task.splits else None
+        test = _dataset(task, "test", sensors, s)
+        fs = FinetuneSettings(epochs, bs, lr, wd, layer_decay=s.layer_decay, seed=s.seed)
+        res = finetune(self.model, train, val, test, fs, lrs=s.lrs, device=s.device,
+                       progress=s.progress, max_skipped=s.max_skipped)  # fmt: skip
+        metrics = dict(res["test"])
+        metrics.update({f"val_{k}": v for k, v in (res["val"] or {}).items()})
+        primary = "micro_f1" if task.kind == "multilabel" else "top1"
+        counts = Counts(len(train), len(test), None if val is None else len(val))
+        return _Run(metrics, primary, counts, _subset_name(partition, s), res["skipped"],
+                    {"lr": res["lr"], "lr_sweep": res["sweep"]})  # fmt: skip
+
+    def _seg_linear(self, sensors: tuple[str, ...], partition: str | None, s: EvalSettings) -> _Run:
+        task = self.task
+        epochs, bs, lr, wd = s.resolved("seg-linear", task)
+        train = self.patch_tokens("train", sensors, partition=partition, settings=s)
+        test = self.patch_tokens("test", sensors, settings=s)
+        settings = SegSettings(epochs, bs, lr, wd, seed=s.seed)
+        patch = int(getattr(self.model, "patch_size", 16))
+        head = train_patch_probe(
+            train, task.num_classes, settings, task.ignore_index, patch, s.device, s.progress
+        )
+        res = evaluate_patch_probe(head, test, task.num_classes, task.ignore_index)
+        return _Run(_class_ious(task, res), "miou", Counts(len(train.ids), len(test.ids)),
+                    _subset_name(partition, s), len(train.skipped) + len(test.skipped),
+                    {"tile": min(s.tile, test.masks.shape[-1])})  # fmt: skip
+
+    def _seg_upernet(
+        self, sensors: tuple[str, ...], partition: str | None, s: EvalSettings
+    ) -> _Run:
+        task = self.task
+        epochs, bs, lr, wd = s.resolved("seg-upernet", task)
+        train = _train_dataset(task, sensors, s, partition)
+        test = _dataset(task, "test", sensors, s)
+        settings = SegSettings(epochs, bs, lr, wd, seed=s.seed, channels=s.channels)
+        skipped: list[str] = []
+        head = train_upernet(self.model, train, settings, s.device, s.progress, skipped)
+        res = evaluate_upernet(self.model, head, test, bs, s.device, skipped)
+        check_skipped(skipped, len(train) + len(test), s.max_skipped)
+        return _Run(_class_ious(task, res), "miou", Counts(len(train), len(test)),
+                    _subset_name(partition, s), len(set(skipped)))  # fmt: skip
+
+    def _retrieval(
+        self,
+        groups: tuple[tuple[str, ...], tuple[str, ...]],
+        partition: str | None,
+        s: EvalSettings,
+    ) -> _Run:
+        task = self.task
+        _, bs, _, _ = s.resolved("retrieval", task)
+        split = "test"
+        query, gallery = (
+            self.features(split, g, partition=partition, batch_size=s.feature_batch or bs,
+                          settings=s)
+            for g in groups
+        )  # fmt: skip
+        qi, gi = match_ids(query.ids, gallery.ids)
+        if not qi:
+            raise ValueError(f"retrieval on {task.title} {split}: no sample read with both groups")
+        names = ("+".join(groups[0]), "+".join(groups[1]))
+        metrics = retrieval_metrics(
+            query.pooled(s.pooling)[qi], gallery.pooled(s.pooling)[gi], names, RETRIEVAL_KS
+        )
+        primary = f"r1_{names[0]}_to_{names[1]}"
+        return _Run({primary: metrics.pop(primary), **metrics}, primary, Counts(0, len(qi)),
+                    f"{split} split, no labels", len(query.skipped) + len(gallery.skipped),
+                    {"query": list(groups[0]), "gallery": list(groups[1])})  # fmt: skip
 
 
 def evaluate(
@@ -363,60 +531,20 @@ def evaluate(
     partition: str | None = None,
     settings: EvalSettings | None = None,
     **overrides: Any,
-) -> dict[str, Any]:
-    """Evaluate ``model`` on ``task`` with ``protocol``.
+) -> EvalResult:
+    """Evaluate ``model`` on ``task`` with ``protocol``: one run of a fresh :class:`Evaluator`.
 
     Args:
         model: a TerraFM encoder (left unchanged: fine-tuning trains a copy).
         task: from :func:`terrafm.eval.load_task`.
         protocol: one of :data:`PROTOCOLS`.
-        sensors: the sensors to feed, e.g. ``"s1"``, ``["s2_l2a"]`` or ``"s1,s2_l2a"`` (fused);
-            ``None`` = the task's published choice. ``retrieval`` takes two groups, query then
-            gallery (``["s1", "s2_l2a"]``, or ``"s1;s2_l2a"``); ``None`` = S1 and the task's S2.
+        sensors: as :meth:`Evaluator.run`.
         partition: a named training partition (GEO-Bench ``0.01x_train`` ...).
         settings: an :class:`EvalSettings`; ``overrides`` replace its fields (``epochs=2`` ...).
 
     Returns:
-        A JSON-ready dict: ``benchmark``, ``task``, ``protocol``, ``sensors``, ``partition``,
-        ``metrics`` (percentages), ``primary`` (the headline metric's key), sample counts, the
-        resolved settings and the wall time.
+        An :class:`~terrafm.eval.results.EvalResult`: metrics (percentages), the primary metric,
+        sample counts, the training subset, skipped samples, the resolved settings and the wall
+        time; ``.to_dict()`` is the JSON record.
     """
-    s = _settings(settings, overrides)
-    _check(task, protocol)
-    chosen: tuple[str, ...]
-    what: Any  # the sensors a runner reads: one group, or (query, gallery) for retrieval
-    if protocol == "retrieval":
-        what = _retrieval_groups(task, sensors)
-        chosen = (f"{'+'.join(what[0])}->{'+'.join(what[1])}",)
-    else:
-        what = chosen = task.resolve_sensors(sensors)
-    t0 = time.perf_counter()
-    torch.manual_seed(s.seed)
-    result = _RUNNERS[protocol](model, task, what, partition, s)  # type: ignore[operator]
-    epochs, bs, lr, wd = s.resolved(protocol, task)
-    settings_out = {
-        k: v for k, v in dataclasses.asdict(s).items() if k not in ("extra", "progress")
-    }
-    settings_out.update(epochs=epochs, batch_size=bs, lr=lr, weight_decay=wd,
-                        normalization=s.normalization or task.normalization,
-                        image_size=s.image_size or task.image_size)  # fmt: skip
-    out = {
-        "benchmark": task.benchmark,
-        "task": task.name,
-        "protocol": protocol,
-        "sensors": list(chosen),
-        "partition": partition or "default",
-        **result,
-        "settings": settings_out,
-        "notes": list(task.notes),
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
-    log.info(
-        "%s %s %s: %s = %.2f",
-        task.title,
-        protocol,
-        "+".join(chosen),
-        out["primary"],
-        out["metrics"][out["primary"]],
-    )
-    return out
+    return Evaluator(model, task, settings, **overrides).run(protocol, sensors, partition=partition)

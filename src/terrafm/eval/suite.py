@@ -13,7 +13,9 @@ suite                         rows
 ``landslide4sense``           UPerNet on the S2 bands
 ============================  ============================================================
 
-A row whose data is missing or broken is recorded as failed and the suite goes on (unless
+Rows run through one :class:`~terrafm.eval.runner.Evaluator` per task, so rows on the same task
+(100 % and 1 % of labels) share its features. A row whose data is missing or broken is recorded
+as a failed :class:`~terrafm.eval.results.EvalResult` and the suite goes on (unless
 ``fail_fast``). Row settings (flip views, the learning-rate sweep) apply only where the caller
 left that setting at its default.
 """
@@ -29,8 +31,8 @@ from typing import Any
 from torch import nn
 
 from terrafm.eval.datasets import load_task
-from terrafm.eval.runner import EvalSettings, evaluate
-from terrafm.eval.tasks import EvalTask
+from terrafm.eval.results import EvalResult
+from terrafm.eval.runner import EvalSettings, Evaluator
 
 __all__ = ["SUITES", "SuiteRow", "run_suite"]
 
@@ -92,14 +94,14 @@ def run_suite(
     settings: EvalSettings | None = None,
     *,
     fail_fast: bool = False,
-    on_result: Callable[[dict[str, Any]], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Run every row of a suite; a failed row becomes ``{..., "error": message}``."""
+    on_result: Callable[[EvalResult], None] | None = None,
+) -> list[EvalResult]:
+    """Run every row of a suite; a failed row becomes a result with ``error`` set."""
     if name not in SUITES:
         raise ValueError(f"unknown suite {name!r}; available: {sorted(SUITES)}")
     settings = settings or EvalSettings()
-    tasks: dict[tuple[str, str], EvalTask] = {}
-    results: list[dict[str, Any]] = []
+    evaluator: tuple[tuple[str, str], Evaluator] | None = None  # the current task's
+    results: list[EvalResult] = []
     rows = SUITES[name]
     for i, row in enumerate(rows, 1):
         log.info(
@@ -107,22 +109,21 @@ def run_suite(
         )
         try:
             key = (row.benchmark, row.task)
-            if key not in tasks:
-                tasks[key] = load_task(
-                    row.benchmark, row.task, data_root, image_size=settings.image_size
-                )
-            overrides = _row_overrides(row, settings)
-            res = evaluate(model, tasks[key], row.protocol, row.sensors, partition=row.partition,
-                           settings=settings, **overrides)  # fmt: skip
+            if evaluator is None or evaluator[0] != key:
+                evaluator = None  # let the previous task's features go first
+                task = load_task(row.benchmark, row.task, data_root, image_size=settings.image_size)
+                evaluator = (key, Evaluator(model, task, settings))
+            res = evaluator[1].run(row.protocol, row.sensors, partition=row.partition,
+                                   **_row_overrides(row, settings))  # fmt: skip
         except Exception as e:
             if fail_fast:
                 raise
             log.error(
                 "suite %s: %s/%s %s failed: %s", name, row.benchmark, row.task, row.protocol, e
             )
-            res = {"benchmark": row.benchmark, "task": row.task, "protocol": row.protocol,
-                   "sensors": list(row.sensors or ()), "partition": row.partition or "default",
-                   "error": f"{type(e).__name__}: {e}"}  # fmt: skip
+            res = EvalResult.failure(row.benchmark, row.task, row.protocol,
+                                     list(row.sensors or ()), row.partition,
+                                     f"{type(e).__name__}: {e}")  # fmt: skip
         results.append(res)
         if on_result is not None:
             on_result(res)

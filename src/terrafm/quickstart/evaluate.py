@@ -1,7 +1,10 @@
 """Frozen-encoder evaluation of the quickstart: kNN, linear probe and segmentation probe (docs/design.md, "Evaluation protocols").
 
-Glue over :mod:`terrafm.eval`: for one encoder and one sensor choice the features of each split are
-extracted once, then reused by every protocol:
+A thin caller of the evaluator (:class:`terrafm.eval.runner.Evaluator`), which ``terrafm eval``
+and the suites run too: for one encoder the features of each split and sensor choice are extracted
+once, kept by the evaluator, and reused by every protocol below; this module only picks the
+protocols' settings (:class:`ProbeConfig`) and arranges their :class:`~terrafm.eval.results.EvalResult`
+records into the quickstart's summary keys:
 
 - **kNN** (docs/design.md, "Evaluation protocols / GEO-Bench v1": cosine similarity, k = 20, votes weighted by ``exp(sim / 0.07)``) with 100 %
   of the training labels and with a fraction of them. The fraction is drawn by
@@ -16,7 +19,8 @@ extracted once, then reused by every protocol:
 - **RankMe** (:func:`terrafm.eval.metrics.rankme`), the effective rank of the test split's CLS
   embeddings and of its patch tokens: how many directions the representation uses.
 
-Across sensors (:func:`cross_sensor`, on the features already extracted, no further encoder pass):
+Across sensors (:func:`cross_sensor`, on the features the evaluator already holds, no further
+encoder pass):
 
 - **Cross-sensor retrieval** (:mod:`terrafm.eval.retrieval`): each test chip's S1 embedding as the
   query, the S2 L2A embeddings of all test chips as the gallery; recall@1 / @5 of the same chip,
@@ -39,13 +43,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from terrafm.eval import EvalTask, Features, extract_features, extract_patch_tokens, knn_evaluate
+from terrafm.eval import EvalTask
 from terrafm.eval.baselines import PixelEncoder, patch_majority
-from terrafm.eval.linear import ProbeSettings, predict_linear, probe_metrics, train_linear_probe
 from terrafm.eval.metrics import SegmentationMeter, rankme
-from terrafm.eval.retrieval import match_ids, retrieval_metrics
-from terrafm.eval.segmentation import SegSettings, evaluate_patch_probe, train_patch_probe
-from terrafm.eval.subsets import fraction_indices
+from terrafm.eval.results import iou_key
+from terrafm.eval.retrieval import RETRIEVAL_KS
+from terrafm.eval.runner import EvalSettings, Evaluator
 
 __all__ = [
     "ProbeConfig",
@@ -53,11 +56,9 @@ __all__ = [
     "evaluate_controls",
     "evaluate_encoder",
     "evaluate_sensors",
+    "probe_settings",
     "sensor_label",
 ]
-
-# kept features of one sensor choice: (train, test)
-FeaturePair = tuple[Features, Features]
 
 
 @dataclass(frozen=True)
@@ -90,100 +91,75 @@ def sensor_label(sensors: Sequence[str]) -> str:
     return "+".join(sensors)
 
 
-def _knn(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    test_x: torch.Tensor,
-    test_y: torch.Tensor,
-    num_classes: int,
-    k: int,
-    index: Sequence[int] | None = None,
-) -> float:
-    if index is not None:
-        x, y = x[list(index)], y[list(index)]
-    res = knn_evaluate(x, y, test_x, test_y, num_classes, ks=(k,))
-    return float(res[f"knn{k}"])
+def probe_settings(cfg: ProbeConfig, seed: int) -> EvalSettings:
+    """The evaluator settings of the quickstart's probes (CPU, no disk cache, no progress bars).
+
+    kNN reports ``k`` only; the linear probe is read on the test split alone (the validation
+    split is not used, which saves its encoder pass).
+    """
+    return EvalSettings(
+        ks=(cfg.k,), feature_batch=cfg.batch_size, val_metrics=False, seed=seed, progress=False
+    )
+
+
+def _evaluator(model: nn.Module, task: EvalTask, cfg: ProbeConfig, seed: int) -> Evaluator:
+    if task.kind == "segmentation":  # whole chips are the tiles
+        return Evaluator(model, task, probe_settings(cfg, seed), tile=task.image_size or 64)
+    return Evaluator(model, task, probe_settings(cfg, seed))
 
 
 def _knn_fractions(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    test_x: torch.Tensor,
-    test_y: torch.Tensor,
-    num_classes: int,
+    ev: Evaluator,
+    sensors: Sequence[str],
     cfg: ProbeConfig,
     seed: int,
+    test_sensors: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """kNN with all labels and the mean over ``cfg.fraction_draws`` seeded reduced subsets."""
-    draws, sizes = [], []
-    for d in range(cfg.fraction_draws):
-        idx = fraction_indices(y, cfg.fraction, seed + d)
-        sizes.append(len(idx))
-        draws.append(_knn(x, y, test_x, test_y, num_classes, cfg.k, idx))
+    draws = [
+        ev.run(
+            "knn", sensors, test_sensors=test_sensors, label_fraction=cfg.fraction, seed=seed + d
+        )
+        for d in range(cfg.fraction_draws)
+    ]
+    top1 = [r.primary_value for r in draws]
     return {
-        "knn_top1_full": _knn(x, y, test_x, test_y, num_classes, cfg.k),
-        "knn_top1_fraction": sum(draws) / len(draws),
-        "knn_top1_fraction_draws": draws,
-        "fraction_train_sizes": sizes,
+        "knn_top1_full": ev.run("knn", sensors, test_sensors=test_sensors).primary_value,
+        "knn_top1_fraction": sum(top1) / len(top1),
+        "knn_top1_fraction_draws": top1,
+        "fraction_train_sizes": [r.counts.train for r in draws],
     }
 
 
 def _classification(
-    model: nn.Module,
-    task: EvalTask,
-    sensors: Sequence[str],
-    cfg: ProbeConfig,
-    seed: int,
-    keep: dict[str, FeaturePair] | None = None,
+    ev: Evaluator, sensors: Sequence[str], cfg: ProbeConfig, seed: int
 ) -> dict[str, Any]:
-    kw: dict[str, Any] = {"batch_size": cfg.batch_size, "progress": False}
-    train = extract_features(model, task.dataset("train", sensors), **kw)
-    test = extract_features(model, task.dataset("test", sensors), **kw)
-    if keep is not None:
-        keep[sensor_label(sensors)] = (train, test)
-    # pooled once: every kNN draw and the linear probe read the same tensors
-    train_cls, test_cls = train.pooled("cls"), test.pooled("cls")
-    knn = _knn_fractions(
-        train_cls, train.labels, test_cls, test.labels, task.num_classes, cfg, seed
-    )
-    probe = train_linear_probe(
-        train_cls,
-        train.labels,
-        task.num_classes,
-        ProbeSettings(epochs=cfg.linear_epochs, seed=seed),
-    )
-    linear = probe_metrics(predict_linear(probe, test_cls), test.labels, False)
+    knn = _knn_fractions(ev, sensors, cfg, seed)
+    linear = ev.run("linear", sensors, epochs=cfg.linear_epochs)
+    test_cls = ev.features("test", sensors).pooled("cls")  # kept by the evaluator
     return {
         **knn,
-        "linear_top1": float(linear["top1"]),
+        "linear_top1": float(linear.primary_value),
         "rankme_cls": rankme(test_cls.float()),
         "dim": int(test_cls.shape[1]),
-        "n_train": len(train),
-        "n_test": len(test),
+        "n_train": linear.counts.train,
+        "n_test": linear.counts.test,
     }
 
 
 def _segmentation(
-    model: nn.Module, task: EvalTask, sensors: Sequence[str], cfg: ProbeConfig, seed: int
+    ev: Evaluator, sensors: Sequence[str], cfg: ProbeConfig, seed: int
 ) -> dict[str, Any]:
-    size = task.image_size or 64
-    kw: dict[str, Any] = {"tile": size, "batch_size": cfg.batch_size, "progress": False}
-    train = extract_patch_tokens(model, task.dataset("train", sensors), **kw)
-    test = extract_patch_tokens(model, task.dataset("test", sensors), **kw)
-    settings = SegSettings(cfg.seg_epochs, cfg.seg_batch, cfg.seg_lr, 0.01, seed=seed)
-    patch = int(getattr(model, "patch_size", 16))
-    head = train_patch_probe(
-        train, task.num_classes, settings, task.ignore_index, patch, "cpu", False
+    res = ev.run(
+        "seg-linear", sensors, epochs=cfg.seg_epochs, batch_size=cfg.seg_batch, lr=cfg.seg_lr
     )
-    res = evaluate_patch_probe(head, test, task.num_classes, task.ignore_index)
-    per_class = res["per_class_iou"]
-    assert isinstance(per_class, list)
+    test = ev.patch_tokens("test", sensors)  # kept by the evaluator
     return {
-        "miou": float(res["miou"]),
+        "miou": float(res.metrics["miou"]),
         "rankme_patch": rankme(test.tokens.reshape(-1, test.tokens.shape[-1]).float()),
-        "per_class_iou": dict(zip(task.classes, (float(v) for v in per_class))),
-        "n_train_chips": len(train.ids),
-        "n_test_chips": len(test.ids),
+        "per_class_iou": {c: res.metrics[iou_key(c)] for c in ev.task.classes},
+        "n_train_chips": res.counts.train,
+        "n_test_chips": res.counts.test,
     }
 
 
@@ -194,17 +170,20 @@ def evaluate_sensors(
     sensors: Sequence[str],
     cfg: ProbeConfig,
     seed: int,
-    keep: dict[str, FeaturePair] | None = None,
+    classifier: Evaluator | None = None,
 ) -> dict[str, Any]:
     """Every protocol for one sensor choice (several sensors: fused input).
 
-    ``keep``, when given, receives the classification features (train, test) under the sensor
-    label, for :func:`cross_sensor`.
+    ``classifier``, when given, is the evaluator of ``model`` on ``cls_task`` to run the
+    classification protocols through (it keeps the features, for :func:`cross_sensor`).
     """
     t0 = time.perf_counter()
     torch.manual_seed(seed)
-    out = _classification(model, cls_task, sensors, cfg, seed, keep)
-    out.update(_segmentation(model, seg_task, sensors, cfg, seed))
+    ev = classifier or _evaluator(model, cls_task, cfg, seed)
+    if ev.model is not model or ev.task is not cls_task:
+        raise ValueError("the classifier evaluator must hold this model and classification task")
+    out = _classification(ev, sensors, cfg, seed)
+    out.update(_segmentation(_evaluator(model, seg_task, cfg, seed), sensors, cfg, seed))
     out["seconds"] = round(time.perf_counter() - t0, 2)
     return out
 
@@ -216,47 +195,51 @@ def evaluate_encoder(
     sensor_sets: Sequence[Sequence[str]],
     cfg: ProbeConfig,
     seed: int,
-    keep: dict[str, FeaturePair] | None = None,
+    classifier: Evaluator | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """:func:`evaluate_sensors` for each sensor choice, keyed by :func:`sensor_label`."""
+    """:func:`evaluate_sensors` for each sensor choice, keyed by :func:`sensor_label`.
+
+    Pass ``classifier = Evaluator(model, cls_task, probe_settings(cfg, seed))`` to keep the
+    classification features for :func:`cross_sensor`.
+    """
     model.eval()
     return {
-        sensor_label(s): evaluate_sensors(model, cls_task, seg_task, s, cfg, seed, keep)
+        sensor_label(s): evaluate_sensors(model, cls_task, seg_task, s, cfg, seed, classifier)
         for s in sensor_sets
     }
 
 
 def cross_sensor(
-    features: dict[str, FeaturePair],
-    num_classes: int,
+    classifier: Evaluator,
     cfg: ProbeConfig,
     seed: int,
     s1: str = "s1",
     s2: str = "s2_l2a",
 ) -> dict[str, Any]:
-    """Cross-sensor retrieval and missing-sensor kNN from kept features (module docstring).
+    """Cross-sensor retrieval and missing-sensor kNN (module docstring).
 
-    ``features`` holds (train, test) features of ``s1``, ``s2`` and their fusion
-    (:func:`sensor_label` keys), as :func:`evaluate_encoder` keeps them.
+    ``classifier`` is the evaluator :func:`evaluate_encoder` ran the classification protocols
+    through: the features of ``s1``, ``s2`` and their fusion are read from it, not recomputed.
     """
-    fused = sensor_label((s1, s2))
-    missing = [k for k in (s1, s2, fused) if k not in features]
-    if missing:
-        raise ValueError(f"cross-sensor evaluation needs the features of {missing}")
     t0 = time.perf_counter()
-    q, g = features[s1][1], features[s2][1]
-    qi, gi = match_ids(q.ids, g.ids)
-    ret = retrieval_metrics(q.pooled("cls")[qi], g.pooled("cls")[gi], ("s1", "s2"))
+    ret = classifier.run("retrieval", [s1, s2])
+    m = ret.metrics
+    q, g = "+".join(ret.details["query"]), "+".join(ret.details["gallery"])
+    named: dict[str, float] = {}
+    for (x, y), (xn, yn) in (((q, g), ("s1", "s2")), ((g, q), ("s2", "s1"))):
+        for k in RETRIEVAL_KS:
+            named[f"r{k}_{xn}_to_{yn}"] = m[f"r{k}_{x}_to_{y}"]
+    for k in RETRIEVAL_KS:
+        named[f"chance_r{k}"] = m[f"chance_r{k}"]
+    fused = sensor_label((s1, s2))
     out: dict[str, Any] = {
-        "retrieval": {**ret, "n_gallery": len(qi), "query": s1, "gallery": s2, "split": "test"},
+        "retrieval": {**named, "n_gallery": ret.counts.test, "query": s1, "gallery": s2,
+                      "split": "test"},
         "missing_sensor": {"train": fused},
-    }
-    train = features[fused][0]
-    x = train.pooled("cls")
+    }  # fmt: skip
     for name in (s2, s1):
-        test = features[name][1]
         out["missing_sensor"][name] = _knn_fractions(
-            x, train.labels, test.pooled("cls"), test.labels, num_classes, cfg, seed
+            classifier, (s1, s2), cfg, seed, test_sensors=(name,)
         )
     out["seconds"] = round(time.perf_counter() - t0, 2)
     return out
@@ -284,13 +267,14 @@ def evaluate_controls(
     seg_sets = [
         sensor_label(s) for s in (sensor_sets if seg_sensor_sets is None else seg_sensor_sets)
     ]
+    classifier = _evaluator(pixels, cls_task, cfg, seed)
     for sensors in sensor_sets:
         t0 = time.perf_counter()
         torch.manual_seed(seed)
         label = sensor_label(sensors)
-        res = _classification(pixels, cls_task, sensors, cfg, seed)
+        res = _classification(classifier, sensors, cfg, seed)
         if label in seg_sets:
-            res.update(_segmentation(pixels, seg_task, sensors, cfg, seed))
+            res.update(_segmentation(_evaluator(pixels, seg_task, cfg, seed), sensors, cfg, seed))
         res["seconds"] = round(time.perf_counter() - t0, 2)
         out["pixels"][label] = res
     t0 = time.perf_counter()

@@ -37,12 +37,13 @@ import terrafm
 from terrafm.config import PretrainConfig, ablation_overrides, config_diff, load_config, to_dict
 from terrafm.config import shipped_config as shipped_pretrain_config
 from terrafm.eval import load_task
+from terrafm.eval.runner import Evaluator
 from terrafm.models import create_model, load_model
 from terrafm.quickstart.evaluate import (
-    FeaturePair,
     cross_sensor,
     evaluate_controls,
     evaluate_encoder,
+    probe_settings,
     sensor_label,
 )
 from terrafm.quickstart.presets import SENSOR_SETS, Preset, get_preset
@@ -288,7 +289,10 @@ RETRIEVAL_MIN_RATIO = 5.0  # recall@1 S1 -> S2: at least this many times the ran
 TIME_BUDGET_S = 15 * 60
 # Acceptance checks one quickstart run cannot make.
 NOT_MEASURED_HERE = (
-    "segmentation mIoU with UPerNet on four blocks (not run by the quickstart: budget)",
+    "segmentation mIoU with UPerNet on four blocks (not run by the quickstart: its training costs "
+    "about 0.24 CPU s per chip and epoch here, some 4 CPU hours for 616 chips x 50 epochs x 2 "
+    "encoders; benchmarks/quickstart_eval.py --upernet-chips; terrafm eval --protocol "
+    "seg-upernet runs it)",
     "the same checks for seeds 1 and 2 (run terrafm quickstart --seed 1 / --seed 2)",
     "the ablation table's ordering on few-label kNN (terrafm quickstart --ablation-table)",
 )
@@ -480,10 +484,13 @@ def evaluate_models(
     out = {}
     for name, model in (("pretrained", load_model(run.encoder)), ("random", random_encoder(cfg))):
         log.info("quickstart: evaluating the %s encoder", name)
-        keep: dict[str, FeaturePair] = {}
-        out[name] = evaluate_encoder(model, cls_task, seg_task, SENSOR_SETS, p.probes, seed, keep)
+        # one evaluator per encoder: the classification features serve every protocol below
+        classifier = Evaluator(model, cls_task, probe_settings(p.probes, seed))
+        out[name] = evaluate_encoder(
+            model, cls_task, seg_task, SENSOR_SETS, p.probes, seed, classifier
+        )
         if cross is not None:
-            cross[name] = cross_sensor(keep, cls_task.num_classes, p.probes, seed)
+            cross[name] = cross_sensor(classifier, p.probes, seed)
     return out
 
 
