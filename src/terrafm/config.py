@@ -19,11 +19,13 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 
 from terrafm import errors
+from terrafm.data.loader import CurationConfig, QualityConfig
+from terrafm.data.multicrop import MultiCropConfig
 
 __all__ = [
     "ABLATIONS",
@@ -44,6 +46,7 @@ __all__ = [
     "save_config",
     "shipped_config",
     "to_dict",
+    "upgrade_moved",
 ]
 
 T = TypeVar("T")
@@ -137,13 +140,34 @@ class OptimConfig:
 
 @dataclass
 class DataConfig:
-    """Pretraining data: Major-TOM roots, curation, sampling, multi-crop, sensor draw (docs/design.md, "Objective", "Pretraining data").
+    """Pretraining data: Major-TOM roots, sampling, sensor draw, and the data library's own
+    configs of the views, the curation and the pixel quality (docs/design.md, "Objective",
+    "Pretraining data"; docs/pretraining.md, "Config").
 
     The component switches: ``modality_aug`` (sensors as augmentation) and ``fusion`` (several
-    sensors fused in one view). Both on: each view draws its sensors by ``modality_mode``. Fusion
-    off: each view uses one sensor at random. Modality augmentation off: every view uses all
-    sensors (fusion on) or only ``single_sensor`` (fusion off, the paper's "DINO on S2-L2A").
+    sensors fused in one view). Both on: each view draws its sensors by
+    ``multicrop.sensor_draw`` (``independent`` or ``all_or_one``, keeping each with
+    ``multicrop.keep_p``). Fusion off: each view uses one sensor at random. Modality augmentation
+    off: every view uses all sensors (fusion on) or only ``single_sensor`` (fusion off, the
+    paper's "DINO on S2-L2A").
     """
+
+    # Keys of the flat layout before the nested sections, and where each now lives.
+    MOVED: ClassVar[dict[str, str]] = {
+        "global_size": "multicrop.global_size",
+        "local_size": "multicrop.local_size",
+        "n_local": "multicrop.n_local",
+        "global_scale": "multicrop.global_scale",
+        "local_scale": "multicrop.local_scale",
+        "flip_p": "multicrop.flip_p",
+        "modality_mode": "multicrop.sensor_draw",
+        "keep_prob": "multicrop.keep_p",
+        "ocean_keep": "curation.ocean_keep",
+        "max_cloud_cover": "curation.max_cloud_cover",
+        "tiles_per_side": "curation.tiles_per_side",
+        "max_invalid": "quality.max_invalid",
+        "fail_fast": "quality.fail_fast",
+    }
 
     root: str | list[str] | None = None  # Major-TOM root(s) or GeoTIFF folder(s)
     shards: str | None = None  # a `terrafm prepare` store: read instead of data.root
@@ -152,26 +176,19 @@ class DataConfig:
     batch_size: int = 64  # per process
     num_workers: int = 8
     samples_per_epoch: int | None = None  # over all ranks; None: the number of curated tiles
-    global_size: int = 224
-    local_size: int = 96
-    n_local: int = 8
-    global_scale: tuple[float, float] = (0.25, 1.0)
-    local_scale: tuple[float, float] = (0.05, 0.25)
-    flip_p: float = 0.5
     modality_aug: bool = True
     fusion: bool = True
-    modality_mode: Literal["independent", "all_or_one"] = "independent"
-    keep_prob: float = 0.5  # the 0.5 of the sensor draw
     single_sensor: str = "s2_l2a"
     balance: float = 1.0  # inverse-stratum-frequency exponent (1: balanced strata, 0: uniform)
     replacement: bool = True
-    ocean_keep: float = 0.02  # fraction of ocean cells kept (docs/design.md, "Pretraining data")
-    max_cloud_cover: float | None = None
-    tiles_per_side: int = 2  # 1068 px cells -> four 534 px tiles
-    max_invalid: float = 0.5  # largest share of invalid pixels per sensor tile
-    fail_fast: bool = False  # stop at the first bad sample instead of skipping it
     pin_memory: bool = True
     cache_mb: int = 0  # keep decoded tiles in memory up to this budget (small data, many epochs)
+    # The views: sizes, scales, flips and the sensor draw when both switches are on.
+    multicrop: MultiCropConfig = field(default_factory=MultiCropConfig)
+    # Which cells and tiles enter: ocean share, cloud cover, tiling (docs/design.md, "Pretraining data").
+    curation: CurationConfig = field(default_factory=CurationConfig)
+    # Pixel and sample quality: invalid share per tile, cloud masking, skip or stop on bad samples.
+    quality: QualityConfig = field(default_factory=QualityConfig)
 
 
 @dataclass
@@ -224,10 +241,11 @@ class PretrainConfig:
             (0 <= self.optim.momentum_teacher <= 1, "optim.momentum_teacher must be in [0, 1]"),
             (self.optim.clip_grad >= 0, "optim.clip_grad must be >= 0"),
             (self.data.batch_size > 0, "data.batch_size must be > 0"),
-            (self.data.n_local >= 0, "data.n_local must be >= 0"),
-            (self.data.global_size % 16 == 0, "data.global_size must be a multiple of 16"),
-            (self.data.local_size % 16 == 0, "data.local_size must be a multiple of 16"),
-            (0.0 < self.data.keep_prob <= 1.0, "data.keep_prob must be in (0, 1]"),
+            (
+                self.data.multicrop.sensor_draw in ("independent", "all_or_one"),
+                "data.multicrop.sensor_draw must be independent or all_or_one (the draws "
+                "'one' and 'all' follow from data.fusion and data.modality_aug)",
+            ),
             (len(self.data.sensors) > 0, "data.sensors must not be empty"),
             (
                 all(s in SENSOR_KEYS for s in self.data.sensors),
@@ -235,7 +253,7 @@ class PretrainConfig:
             ),
             (self.data.single_sensor in SENSOR_KEYS, f"data.single_sensor in {list(SENSOR_KEYS)}"),
             (0.0 <= self.data.balance, "data.balance must be >= 0"),
-            (self.data.tiles_per_side >= 1, "data.tiles_per_side must be >= 1"),
+            (self.data.curation.tiles_per_side >= 1, "data.curation.tiles_per_side must be >= 1"),
             (self.train.max_nonfinite >= 1, "train.max_nonfinite must be >= 1"),
             (self.train.checkpoint_every >= 1, "train.checkpoint_every must be >= 1"),
             (self.train.log_every >= 1, "train.log_every must be >= 1"),
@@ -348,22 +366,55 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 def _build(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    moved: Mapping[str, str] = getattr(cls, "MOVED", {})
+    prefix = f"{where}." if where else ""
     for key in data:
+        if key in moved:
+            raise ConfigError(
+                f"config key {prefix + str(key)!r} has moved to {prefix + moved[key]!r} "
+                f'(write it as {prefix + moved[key]}; docs/pretraining.md, "Config")'
+            )
         if key not in fields:
-            path = f"{where}.{key}" if where else str(key)
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"unknown config key {path!r}{hint}; valid keys: {sorted(fields)}")
+            raise ConfigError(
+                f"unknown config key {prefix + str(key)!r}{hint}; valid keys: {sorted(fields)}"
+            )
     kwargs = {}
     for name, value in data.items():
-        path = f"{where}.{name}" if where else name
-        kwargs[name] = _coerce(value, hints[name], path)
-    return cls(**kwargs)
+        kwargs[name] = _coerce(value, hints[name], prefix + name)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:  # the dataclass's own checks (__post_init__)
+        raise ConfigError(f"{where or _type_name(cls)}: {e}") from e
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
     """Build a config dataclass from a nested mapping, strictly."""
     return _build(cls, data)
+
+
+def upgrade_moved(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a nested config dict with keys of an older layout moved to where they live now
+    (each dataclass's ``MOVED`` map), e.g. to compare the config saved in an old checkpoint.
+    User files are not upgraded silently: :func:`from_dict` names the new place instead."""
+    out = dict(data)
+    if not dataclasses.is_dataclass(cls):
+        return out
+    for old, new in getattr(cls, "MOVED", {}).items():
+        if old in out:
+            *parents, leaf = new.split(".")
+            node = out
+            for p in parents:
+                node[p] = dict(node.get(p) or {})
+                node = node[p]
+            node[leaf] = out.pop(old)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp) and isinstance(out.get(f.name), Mapping):
+            out[f.name] = upgrade_moved(tp, out[f.name])  # type: ignore[arg-type]
+    return out
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
