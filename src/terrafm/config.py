@@ -5,18 +5,25 @@ type, is an error naming the key (and the file it came from), never silently ign
 top-level builders (``terrafm pretrain``) read these objects; library modules take explicit
 arguments.
 
+The same loader builds the evaluation settings (:class:`terrafm.eval.runner.EvalSettings`) and
+the embedding options (:class:`terrafm.embed.EmbedOptions`): a command declares which fields it
+shows as flags (:class:`Flag`), :func:`add_settings_arguments` adds them (with ``--config FILE``
+and ``--set KEY=VALUE``) and :func:`settings_from_args` maps the parsed command line onto the
+dataclass, strictly, in one place (docs/design.md, "Configuration").
+
 The pretraining config (:class:`PretrainConfig`) holds the recipe of docs/design.md, "Objective" with its **choice**
 defaults; the shipped YAML files in ``terrafm/configs/`` override them per scale.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import re
 import types
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
@@ -31,6 +38,7 @@ __all__ = [
     "ABLATIONS",
     "ConfigError",
     "DataConfig",
+    "Flag",
     "HeadConfig",
     "LossConfig",
     "MaskedPatchConfig",
@@ -39,11 +47,14 @@ __all__ = [
     "PretrainConfig",
     "TrainConfig",
     "ablation_overrides",
+    "add_settings_arguments",
     "apply_overrides",
     "config_diff",
     "from_dict",
     "load_config",
     "save_config",
+    "settings_from_args",
+    "settings_input",
     "shipped_config",
     "to_dict",
     "upgrade_moved",
@@ -330,6 +341,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 f"{where}: expected a mapping of {_type_name(tp)} fields, got {value!r}"
             )
         return _build(tp, value, where)  # type: ignore[arg-type]
+    if origin in (dict, Mapping) or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        kt, vt = args if args else (Any, Any)
+        return {
+            _coerce(k, kt, f"{where} key"): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()
+        }
     if origin in (list, tuple, Sequence):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
@@ -341,7 +359,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             )
         inner = args[0] if args else Any
         items = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
+        return tuple(items) if origin in (tuple, Sequence) else items  # Sequence: immutable
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
@@ -535,3 +553,177 @@ def shipped_config(name: str) -> Path:
         avail = sorted(p.name for p in here.glob("*.yaml"))
         raise ConfigError(f"no shipped config {name!r}; available: {avail}")
     return path
+
+
+# --------------------------------------------------------------------------- command lines
+@dataclass(frozen=True)
+class Flag:
+    """How a settings field (or a derived choice) appears on a command line.
+
+    Attributes:
+        field: the settings field the flag sets; its type gives argparse's ``type``, ``nargs``
+            (lists), ``choices`` (``Literal``) or a ``--x / --no-x`` pair (booleans).
+        flag: the option string; default ``--`` + the field with ``-`` for ``_``.
+        help: help text (the field's default is appended unless the text names one).
+        to: for a flag that is not one field: maps the parsed value to ``{field: value}``.
+        kwargs: argparse arguments that replace the derived ones (``choices``, ``action`` ...).
+    """
+
+    field: str | None = None
+    flag: str | None = None
+    help: str | None = None
+    to: Callable[[Any], dict[str, Any]] | None = None
+    kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def option(self) -> str:
+        assert self.flag or self.field, "a Flag needs a field or a flag"
+        return self.flag or "--" + str(self.field).replace("_", "-")
+
+    @property
+    def dest(self) -> str:
+        return "settings__" + self.option.lstrip("-").replace("-", "_")
+
+
+def _strip_optional(tp: Any) -> Any:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        rest = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(rest) == 1:
+            return rest[0]
+    return tp
+
+
+def _argparse_kwargs(cls: type, flag: Flag) -> dict[str, Any]:
+    """argparse arguments of a flag, derived from its field's annotation and default."""
+    if flag.field is None:
+        return _with_metavar(flag, {"help": flag.help, **flag.kwargs})
+    hints = typing.get_type_hints(cls)
+    if flag.field not in hints:
+        raise ConfigError(f"{flag.option}: {cls.__name__} has no field {flag.field!r}")
+    tp = _strip_optional(hints[flag.field])
+    f = {x.name: x for x in dataclasses.fields(cls)}[flag.field]  # type: ignore[arg-type]
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    out: dict[str, Any] = {}
+    origin, targs = typing.get_origin(tp), typing.get_args(tp)
+    if tp is bool:
+        out["action"] = argparse.BooleanOptionalAction
+    elif origin is Literal:
+        out["choices"] = targs
+    elif origin in (list, tuple, Sequence):
+        out["nargs"] = "+"
+        if targs and targs[0] in (int, float, str):
+            out["type"] = targs[0]
+    elif tp in (int, float, str):
+        out["type"] = tp
+    if isinstance(default, (list, tuple)):
+        default = " ".join(map(str, default))
+    shown = "" if default is None or default == "" else f" (default: {default})"
+    if flag.help and "default" in flag.help:  # the command states its own default
+        shown = ""
+    out["help"] = (flag.help or "") + shown if flag.help or shown else None
+    return _with_metavar(flag, {**out, **flag.kwargs})
+
+
+def _with_metavar(flag: Flag, kwargs: dict[str, Any]) -> dict[str, Any]:
+    if not ({"action", "choices", "metavar"} & set(kwargs)):
+        kwargs["metavar"] = flag.option.lstrip("-").upper().replace("-", "_")
+    return kwargs
+
+
+def add_settings_arguments(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    cls: type,
+    flags: Sequence[Flag],
+    *,
+    config_flags: bool = True,
+) -> None:
+    """Add the flags of a settings dataclass ``cls`` to an argparse parser (or group).
+
+    With ``config_flags``, also ``--config FILE`` (a YAML file of ``cls`` fields) and
+    ``--set KEY=VALUE ...`` (overrides, values read as YAML). A flag that is not given leaves
+    the field to the file, then to the dataclass default: read them with
+    :func:`settings_from_args`.
+    """
+    for flag in flags:
+        parser.add_argument(
+            flag.option,
+            dest=flag.dest,
+            default=argparse.SUPPRESS,
+            **_argparse_kwargs(cls, flag),
+        )
+    if config_flags:
+        parser.add_argument(
+            "--config",
+            dest="settings__config",
+            metavar="FILE",
+            help=f"YAML file of {cls.__name__} fields (strict: an unknown key is an error)",
+        )
+        parser.add_argument(
+            "--set",
+            dest="settings__set",
+            nargs="+",
+            action="extend",
+            default=[],
+            metavar="KEY=VALUE",
+            help=f"{cls.__name__} field overrides, applied after --config and the flags",
+        )
+
+
+def settings_input(args: argparse.Namespace, cls: type, flags: Sequence[Flag]) -> dict[str, Any]:
+    """What the command line gave for ``cls``, as a plain dict not yet typed: the ``--config``
+    file, then the flags given, then ``--set``. Lets a command fill its own ``auto`` values
+    the settings are built (:func:`settings_from_args`).
+
+    Raises:
+        ConfigError: unreadable file or a key that is not a field of ``cls`` (naming the file).
+    """
+    data: dict[str, Any] = {}
+    path = getattr(args, "settings__config", None)
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"{path}: cannot read settings ({e})") from e
+        if not isinstance(loaded, Mapping):
+            raise ConfigError(f"{path}: a settings file must hold a mapping")
+        try:
+            _build(cls, loaded)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from e
+        data.update(loaded)
+    for flag in flags:
+        if hasattr(args, flag.dest):
+            value = getattr(args, flag.dest)
+            data.update(flag.to(value) if flag.to is not None else {str(flag.field): value})
+    return apply_overrides(data, getattr(args, "settings__set", []) or [])
+
+
+def settings_from_args(
+    args: argparse.Namespace,
+    cls: type[T],
+    flags: Sequence[Flag],
+    resolve: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> T:
+    """The settings dataclass ``cls`` of a parsed command line: the dataclass defaults under
+    :func:`settings_input`, strictly typed (``validate()`` is called when ``cls`` has one).
+
+    Args:
+        resolve: the command's own defaults and ``auto`` values: takes what the command line gave
+            (a plain dict) and returns the dict to build from (e.g. ``device: auto`` -> ``cuda``).
+
+    Raises:
+        ConfigError: an unknown key, a value of the wrong type, or a failed validation.
+    """
+    data = settings_input(args, cls, flags)
+    if resolve is not None:
+        data = resolve(data)
+    cfg = _build(cls, data)
+    validate = getattr(cfg, "validate", None)
+    if callable(validate):
+        try:
+            validate()
+        except ConfigError:
+            raise
+        except ValueError as e:
+            raise ConfigError(f"{cls.__name__}: {e}") from e
+    return cfg
