@@ -179,3 +179,16 @@ def test_upgrade_moved_reads_an_old_flat_layout() -> None:
     with pytest.raises(ConfigError, match="has moved"):
         from_dict(PretrainConfig, old)
     assert from_dict(PretrainConfig, upgrade_moved(PretrainConfig, old)) == cfg
+
+
+def test_a_checkpoint_of_the_flat_layout_resumes() -> None:
+    from terrafm.ssl.checkpointing import check_resume_config
+
+    cfg = load_config(PretrainConfig, None, ["data.multicrop.n_local=4"])
+    saved = to_dict(cfg)
+    mc = saved["data"].pop("multicrop")
+    saved["data"].update(n_local=mc["n_local"], modality_mode=mc["sensor_draw"])
+    check_resume_config(saved, cfg, "ckpt.pt")  # the old keys are read at their new place
+    saved["data"]["n_local"] = 2
+    with pytest.raises(ValueError, match=r"data\.multicrop\.n_local"):
+        check_resume_config(saved, cfg, "ckpt.pt")
