@@ -113,20 +113,16 @@ def _child_model(args: argparse.Namespace) -> dict[str, float]:
 
 
 def _child_scene(args: argparse.Namespace) -> dict[str, float]:
+    from terrafm.config import from_dict
     from terrafm.embed import EmbedOptions, SourceSpec, embed_scene
     from terrafm.models import create_model
 
     model = create_model(args.model)
     out = Path(args.workdir) / "out"
-    opts = EmbedOptions(
-        window=args.window,
-        batch_size=args.batch_size,
-        device=args.device,
-        precision=args.precision,
-        readers=args.readers,
-        progress=False,
-        overwrite=True,
-    )
+    given = {
+        k: getattr(args, k) for k in ("window", "batch_size", "device", "precision", "readers")
+    }
+    opts = from_dict(EmbedOptions, {**given, "progress": False, "overwrite": True})
     t0 = time.perf_counter()
     rep = embed_scene(
         model,

@@ -91,14 +91,14 @@ def _setup(
         ],
     )
     objs = build_training(cfg, DistInfo(device=device), [10, 30])
-    d = cfg.data
+    v = cfg.data.multicrop
     batch_ = random_batch(
         batch,
-        sensors=d.sensors,
-        global_size=d.global_size,
-        local_size=d.local_size,
-        n_local=d.n_local,
-        keep_prob=d.keep_prob,
+        sensors=cfg.data.sensors,
+        global_size=v.global_size,
+        local_size=v.local_size,
+        n_local=v.n_local,
+        keep_prob=v.keep_p,
     )
     return objs, to_device(batch_, device), cfg
 
@@ -147,7 +147,7 @@ def bench(
         "device": device.type,
         "dtype": "bf16" if amp else "fp32",
         "batch": batch,
-        "views": f"2x{cfg.data.global_size}+{cfg.data.n_local}x{cfg.data.local_size}",
+        "views": f"2x{cfg.data.multicrop.global_size}+{cfg.data.multicrop.n_local}x{cfg.data.multicrop.local_size}",
         "img_s": batch / dt,
         "step_ms": dt * 1e3,
         "gflop_img": flops / batch / 1e9,

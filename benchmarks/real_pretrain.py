@@ -38,6 +38,7 @@ baselines (per-band means and standard deviations; the normalised 64 x 64 pixels
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -275,19 +276,8 @@ def build_config(out: Path, seed: int, epochs: int, steps_per_epoch: int) -> Pre
 
 
 def _views(cfg: PretrainConfig) -> tuple[MultiCropConfig, list[str]]:
-    d = cfg.data
     sensors, draw = sensor_plan(cfg)
-    views = MultiCropConfig(
-        global_size=d.global_size,
-        local_size=d.local_size,
-        n_local=d.n_local,
-        global_scale=tuple(d.global_scale),  # type: ignore[arg-type]
-        local_scale=tuple(d.local_scale),  # type: ignore[arg-type]
-        flip_p=d.flip_p,
-        sensor_draw=draw,
-        keep_p=d.keep_prob,
-    )
-    return views, sensors
+    return dataclasses.replace(cfg.data.multicrop, sensor_draw=draw), sensors
 
 
 def seconds_per_step(sources: Mapping[str, list[Scene]], out: Path, seed: int, tile: int) -> float:

@@ -5,30 +5,40 @@ type, is an error naming the key (and the file it came from), never silently ign
 top-level builders (``terrafm pretrain``) read these objects; library modules take explicit
 arguments.
 
+The same loader builds the evaluation settings (:class:`terrafm.eval.runner.EvalSettings`) and
+the embedding options (:class:`terrafm.embed.EmbedOptions`): a command declares which fields it
+shows as flags (:class:`Flag`), :func:`add_settings_arguments` adds them (with ``--config FILE``
+and ``--set KEY=VALUE``) and :func:`settings_from_args` maps the parsed command line onto the
+dataclass, strictly, in one place (docs/design.md, "Configuration").
+
 The pretraining config (:class:`PretrainConfig`) holds the recipe of docs/design.md, "Objective" with its **choice**
 defaults; the shipped YAML files in ``terrafm/configs/`` override them per scale.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import re
 import types
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 
 from terrafm import errors
+from terrafm.data.loader import CurationConfig, QualityConfig
+from terrafm.data.multicrop import MultiCropConfig
 
 __all__ = [
     "ABLATIONS",
     "ConfigError",
     "DataConfig",
+    "Flag",
     "HeadConfig",
     "LossConfig",
     "MaskedPatchConfig",
@@ -37,13 +47,17 @@ __all__ = [
     "PretrainConfig",
     "TrainConfig",
     "ablation_overrides",
+    "add_settings_arguments",
     "apply_overrides",
     "config_diff",
     "from_dict",
     "load_config",
     "save_config",
+    "settings_from_args",
+    "settings_input",
     "shipped_config",
     "to_dict",
+    "upgrade_moved",
 ]
 
 T = TypeVar("T")
@@ -137,13 +151,34 @@ class OptimConfig:
 
 @dataclass
 class DataConfig:
-    """Pretraining data: Major-TOM roots, curation, sampling, multi-crop, sensor draw (docs/design.md, "Objective", "Pretraining data").
+    """Pretraining data: Major-TOM roots, sampling, sensor draw, and the data library's own
+    configs of the views, the curation and the pixel quality (docs/design.md, "Objective",
+    "Pretraining data"; docs/pretraining.md, "Config").
 
     The component switches: ``modality_aug`` (sensors as augmentation) and ``fusion`` (several
-    sensors fused in one view). Both on: each view draws its sensors by ``modality_mode``. Fusion
-    off: each view uses one sensor at random. Modality augmentation off: every view uses all
-    sensors (fusion on) or only ``single_sensor`` (fusion off, the paper's "DINO on S2-L2A").
+    sensors fused in one view). Both on: each view draws its sensors by
+    ``multicrop.sensor_draw`` (``independent`` or ``all_or_one``, keeping each with
+    ``multicrop.keep_p``). Fusion off: each view uses one sensor at random. Modality augmentation
+    off: every view uses all sensors (fusion on) or only ``single_sensor`` (fusion off, the
+    paper's "DINO on S2-L2A").
     """
+
+    # Keys of the flat layout before the nested sections, and where each now lives.
+    MOVED: ClassVar[dict[str, str]] = {
+        "global_size": "multicrop.global_size",
+        "local_size": "multicrop.local_size",
+        "n_local": "multicrop.n_local",
+        "global_scale": "multicrop.global_scale",
+        "local_scale": "multicrop.local_scale",
+        "flip_p": "multicrop.flip_p",
+        "modality_mode": "multicrop.sensor_draw",
+        "keep_prob": "multicrop.keep_p",
+        "ocean_keep": "curation.ocean_keep",
+        "max_cloud_cover": "curation.max_cloud_cover",
+        "tiles_per_side": "curation.tiles_per_side",
+        "max_invalid": "quality.max_invalid",
+        "fail_fast": "quality.fail_fast",
+    }
 
     root: str | list[str] | None = None  # Major-TOM root(s) or GeoTIFF folder(s)
     shards: str | None = None  # a `terrafm prepare` store: read instead of data.root
@@ -152,26 +187,19 @@ class DataConfig:
     batch_size: int = 64  # per process
     num_workers: int = 8
     samples_per_epoch: int | None = None  # over all ranks; None: the number of curated tiles
-    global_size: int = 224
-    local_size: int = 96
-    n_local: int = 8
-    global_scale: tuple[float, float] = (0.25, 1.0)
-    local_scale: tuple[float, float] = (0.05, 0.25)
-    flip_p: float = 0.5
     modality_aug: bool = True
     fusion: bool = True
-    modality_mode: Literal["independent", "all_or_one"] = "independent"
-    keep_prob: float = 0.5  # the 0.5 of the sensor draw
     single_sensor: str = "s2_l2a"
     balance: float = 1.0  # inverse-stratum-frequency exponent (1: balanced strata, 0: uniform)
     replacement: bool = True
-    ocean_keep: float = 0.02  # fraction of ocean cells kept (docs/design.md, "Pretraining data")
-    max_cloud_cover: float | None = None
-    tiles_per_side: int = 2  # 1068 px cells -> four 534 px tiles
-    max_invalid: float = 0.5  # largest share of invalid pixels per sensor tile
-    fail_fast: bool = False  # stop at the first bad sample instead of skipping it
     pin_memory: bool = True
     cache_mb: int = 0  # keep decoded tiles in memory up to this budget (small data, many epochs)
+    # The views: sizes, scales, flips and the sensor draw when both switches are on.
+    multicrop: MultiCropConfig = field(default_factory=MultiCropConfig)
+    # Which cells and tiles enter: ocean share, cloud cover, tiling (docs/design.md, "Pretraining data").
+    curation: CurationConfig = field(default_factory=CurationConfig)
+    # Pixel and sample quality: invalid share per tile, cloud masking, skip or stop on bad samples.
+    quality: QualityConfig = field(default_factory=QualityConfig)
 
 
 @dataclass
@@ -224,10 +252,11 @@ class PretrainConfig:
             (0 <= self.optim.momentum_teacher <= 1, "optim.momentum_teacher must be in [0, 1]"),
             (self.optim.clip_grad >= 0, "optim.clip_grad must be >= 0"),
             (self.data.batch_size > 0, "data.batch_size must be > 0"),
-            (self.data.n_local >= 0, "data.n_local must be >= 0"),
-            (self.data.global_size % 16 == 0, "data.global_size must be a multiple of 16"),
-            (self.data.local_size % 16 == 0, "data.local_size must be a multiple of 16"),
-            (0.0 < self.data.keep_prob <= 1.0, "data.keep_prob must be in (0, 1]"),
+            (
+                self.data.multicrop.sensor_draw in ("independent", "all_or_one"),
+                "data.multicrop.sensor_draw must be independent or all_or_one (the draws "
+                "'one' and 'all' follow from data.fusion and data.modality_aug)",
+            ),
             (len(self.data.sensors) > 0, "data.sensors must not be empty"),
             (
                 all(s in SENSOR_KEYS for s in self.data.sensors),
@@ -235,7 +264,7 @@ class PretrainConfig:
             ),
             (self.data.single_sensor in SENSOR_KEYS, f"data.single_sensor in {list(SENSOR_KEYS)}"),
             (0.0 <= self.data.balance, "data.balance must be >= 0"),
-            (self.data.tiles_per_side >= 1, "data.tiles_per_side must be >= 1"),
+            (self.data.curation.tiles_per_side >= 1, "data.curation.tiles_per_side must be >= 1"),
             (self.train.max_nonfinite >= 1, "train.max_nonfinite must be >= 1"),
             (self.train.checkpoint_every >= 1, "train.checkpoint_every must be >= 1"),
             (self.train.log_every >= 1, "train.log_every must be >= 1"),
@@ -312,6 +341,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 f"{where}: expected a mapping of {_type_name(tp)} fields, got {value!r}"
             )
         return _build(tp, value, where)  # type: ignore[arg-type]
+    if origin in (dict, Mapping) or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        kt, vt = args if args else (Any, Any)
+        return {
+            _coerce(k, kt, f"{where} key"): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()
+        }
     if origin in (list, tuple, Sequence):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
@@ -323,7 +359,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             )
         inner = args[0] if args else Any
         items = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
+        return tuple(items) if origin in (tuple, Sequence) else items  # Sequence: immutable
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
@@ -348,22 +384,55 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 def _build(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    moved: Mapping[str, str] = getattr(cls, "MOVED", {})
+    prefix = f"{where}." if where else ""
     for key in data:
+        if key in moved:
+            raise ConfigError(
+                f"config key {prefix + str(key)!r} has moved to {prefix + moved[key]!r} "
+                f'(write it as {prefix + moved[key]}; docs/pretraining.md, "Config")'
+            )
         if key not in fields:
-            path = f"{where}.{key}" if where else str(key)
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"unknown config key {path!r}{hint}; valid keys: {sorted(fields)}")
+            raise ConfigError(
+                f"unknown config key {prefix + str(key)!r}{hint}; valid keys: {sorted(fields)}"
+            )
     kwargs = {}
     for name, value in data.items():
-        path = f"{where}.{name}" if where else name
-        kwargs[name] = _coerce(value, hints[name], path)
-    return cls(**kwargs)
+        kwargs[name] = _coerce(value, hints[name], prefix + name)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:  # the dataclass's own checks (__post_init__)
+        raise ConfigError(f"{where or _type_name(cls)}: {e}") from e
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
     """Build a config dataclass from a nested mapping, strictly."""
     return _build(cls, data)
+
+
+def upgrade_moved(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a nested config dict with keys of an older layout moved to where they live now
+    (each dataclass's ``MOVED`` map), e.g. to compare the config saved in an old checkpoint.
+    User files are not upgraded silently: :func:`from_dict` names the new place instead."""
+    out = dict(data)
+    if not dataclasses.is_dataclass(cls):
+        return out
+    for old, new in getattr(cls, "MOVED", {}).items():
+        if old in out:
+            *parents, leaf = new.split(".")
+            node = out
+            for p in parents:
+                node[p] = dict(node.get(p) or {})
+                node = node[p]
+            node[leaf] = out.pop(old)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp) and isinstance(out.get(f.name), Mapping):
+            out[f.name] = upgrade_moved(tp, out[f.name])  # type: ignore[arg-type]
+    return out
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -484,3 +553,177 @@ def shipped_config(name: str) -> Path:
         avail = sorted(p.name for p in here.glob("*.yaml"))
         raise ConfigError(f"no shipped config {name!r}; available: {avail}")
     return path
+
+
+# --------------------------------------------------------------------------- command lines
+@dataclass(frozen=True)
+class Flag:
+    """How a settings field (or a derived choice) appears on a command line.
+
+    Attributes:
+        field: the settings field the flag sets; its type gives argparse's ``type``, ``nargs``
+            (lists), ``choices`` (``Literal``) or a ``--x / --no-x`` pair (booleans).
+        flag: the option string; default ``--`` + the field with ``-`` for ``_``.
+        help: help text (the field's default is appended unless the text names one).
+        to: for a flag that is not one field: maps the parsed value to ``{field: value}``.
+        kwargs: argparse arguments that replace the derived ones (``choices``, ``action`` ...).
+    """
+
+    field: str | None = None
+    flag: str | None = None
+    help: str | None = None
+    to: Callable[[Any], dict[str, Any]] | None = None
+    kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def option(self) -> str:
+        assert self.flag or self.field, "a Flag needs a field or a flag"
+        return self.flag or "--" + str(self.field).replace("_", "-")
+
+    @property
+    def dest(self) -> str:
+        return "settings__" + self.option.lstrip("-").replace("-", "_")
+
+
+def _strip_optional(tp: Any) -> Any:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        rest = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(rest) == 1:
+            return rest[0]
+    return tp
+
+
+def _argparse_kwargs(cls: type, flag: Flag) -> dict[str, Any]:
+    """argparse arguments of a flag, derived from its field's annotation and default."""
+    if flag.field is None:
+        return _with_metavar(flag, {"help": flag.help, **flag.kwargs})
+    hints = typing.get_type_hints(cls)
+    if flag.field not in hints:
+        raise ConfigError(f"{flag.option}: {cls.__name__} has no field {flag.field!r}")
+    tp = _strip_optional(hints[flag.field])
+    f = {x.name: x for x in dataclasses.fields(cls)}[flag.field]  # type: ignore[arg-type]
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    out: dict[str, Any] = {}
+    origin, targs = typing.get_origin(tp), typing.get_args(tp)
+    if tp is bool:
+        out["action"] = argparse.BooleanOptionalAction
+    elif origin is Literal:
+        out["choices"] = targs
+    elif origin in (list, tuple, Sequence):
+        out["nargs"] = "+"
+        if targs and targs[0] in (int, float, str):
+            out["type"] = targs[0]
+    elif tp in (int, float, str):
+        out["type"] = tp
+    if isinstance(default, (list, tuple)):
+        default = " ".join(map(str, default))
+    shown = "" if default is None or default == "" else f" (default: {default})"
+    if flag.help and "default" in flag.help:  # the command states its own default
+        shown = ""
+    out["help"] = (flag.help or "") + shown if flag.help or shown else None
+    return _with_metavar(flag, {**out, **flag.kwargs})
+
+
+def _with_metavar(flag: Flag, kwargs: dict[str, Any]) -> dict[str, Any]:
+    if not ({"action", "choices", "metavar"} & set(kwargs)):
+        kwargs["metavar"] = flag.option.lstrip("-").upper().replace("-", "_")
+    return kwargs
+
+
+def add_settings_arguments(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    cls: type,
+    flags: Sequence[Flag],
+    *,
+    config_flags: bool = True,
+) -> None:
+    """Add the flags of a settings dataclass ``cls`` to an argparse parser (or group).
+
+    With ``config_flags``, also ``--config FILE`` (a YAML file of ``cls`` fields) and
+    ``--set KEY=VALUE ...`` (overrides, values read as YAML). A flag that is not given leaves
+    the field to the file, then to the dataclass default: read them with
+    :func:`settings_from_args`.
+    """
+    for flag in flags:
+        parser.add_argument(
+            flag.option,
+            dest=flag.dest,
+            default=argparse.SUPPRESS,
+            **_argparse_kwargs(cls, flag),
+        )
+    if config_flags:
+        parser.add_argument(
+            "--config",
+            dest="settings__config",
+            metavar="FILE",
+            help=f"YAML file of {cls.__name__} fields (strict: an unknown key is an error)",
+        )
+        parser.add_argument(
+            "--set",
+            dest="settings__set",
+            nargs="+",
+            action="extend",
+            default=[],
+            metavar="KEY=VALUE",
+            help=f"{cls.__name__} field overrides, applied after --config and the flags",
+        )
+
+
+def settings_input(args: argparse.Namespace, cls: type, flags: Sequence[Flag]) -> dict[str, Any]:
+    """What the command line gave for ``cls``, as a plain dict not yet typed: the ``--config``
+    file, then the flags given, then ``--set``. Lets a command fill its own ``auto`` values
+    the settings are built (:func:`settings_from_args`).
+
+    Raises:
+        ConfigError: unreadable file or a key that is not a field of ``cls`` (naming the file).
+    """
+    data: dict[str, Any] = {}
+    path = getattr(args, "settings__config", None)
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"{path}: cannot read settings ({e})") from e
+        if not isinstance(loaded, Mapping):
+            raise ConfigError(f"{path}: a settings file must hold a mapping")
+        try:
+            _build(cls, loaded)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from e
+        data.update(loaded)
+    for flag in flags:
+        if hasattr(args, flag.dest):
+            value = getattr(args, flag.dest)
+            data.update(flag.to(value) if flag.to is not None else {str(flag.field): value})
+    return apply_overrides(data, getattr(args, "settings__set", []) or [])
+
+
+def settings_from_args(
+    args: argparse.Namespace,
+    cls: type[T],
+    flags: Sequence[Flag],
+    resolve: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> T:
+    """The settings dataclass ``cls`` of a parsed command line: the dataclass defaults under
+    :func:`settings_input`, strictly typed (``validate()`` is called when ``cls`` has one).
+
+    Args:
+        resolve: the command's own defaults and ``auto`` values: takes what the command line gave
+            (a plain dict) and returns the dict to build from (e.g. ``device: auto`` -> ``cuda``).
+
+    Raises:
+        ConfigError: an unknown key, a value of the wrong type, or a failed validation.
+    """
+    data = settings_input(args, cls, flags)
+    if resolve is not None:
+        data = resolve(data)
+    cfg = _build(cls, data)
+    validate = getattr(cfg, "validate", None)
+    if callable(validate):
+        try:
+            validate()
+        except ConfigError:
+            raise
+        except ValueError as e:
+            raise ConfigError(f"{cls.__name__}: {e}") from e
+    return cfg

@@ -365,7 +365,7 @@ def test_diagnostics_are_logged_and_plotted(tiny_cfg) -> None:
 
 
 def test_resume_accepts_checkpoints_written_before_the_new_keys(tiny_cfg) -> None:
-    from terrafm.ssl.train import _check_resume_config
+    from terrafm.ssl.checkpointing import check_resume_config as _check_resume_config
 
     cfg = tiny_cfg()
     saved = json.loads(json.dumps(__import__("terrafm.config").config.to_dict(cfg)))

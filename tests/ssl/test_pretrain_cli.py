@@ -14,9 +14,9 @@ from terrafm.models import create_model
 SMALL = [
     "optim.epochs=2",
     "data.batch_size=4",
-    "data.global_size=32",
-    "data.local_size=16",
-    "data.n_local=2",
+    "data.multicrop.global_size=32",
+    "data.multicrop.local_size=16",
+    "data.multicrop.n_local=2",
     "data.num_workers=0",
     "data.cache_mb=64",
     "head.out_dim=64",

@@ -12,10 +12,12 @@ from terrafm.config import (
     PretrainConfig,
     ablation_overrides,
     config_diff,
+    from_dict,
     load_config,
     save_config,
     shipped_config,
     to_dict,
+    upgrade_moved,
 )
 
 SHIPPED = ("pretrain_tiny_cpu", "pretrain_base_majortom", "pretrain_large_majortom")
@@ -33,18 +35,20 @@ def test_defaults_are_the_paper_recipe() -> None:
     assert cfg.loss.student_temp == 0.1 and cfg.loss.teacher_temp == 0.06
     assert cfg.head.out_dim == 65536 and cfg.head.bottleneck_dim == 256
     assert cfg.optim.momentum_teacher == 0.996 and cfg.optim.clip_grad == 3.0
-    assert cfg.model.drop_path_rate == 0.1 and cfg.data.n_local == 8
+    assert cfg.model.drop_path_rate == 0.1 and cfg.data.multicrop.n_local == 8
 
 
 def test_file_then_overrides(tmp_path: Path) -> None:
-    p = _write(tmp_path, {"optim": {"lr": 1e-3}, "data": {"global_scale": [0.3, 1.0]}})
+    p = _write(
+        tmp_path, {"optim": {"lr": 1e-3}, "data": {"multicrop": {"global_scale": [0.3, 1.0]}}}
+    )
     cfg = load_config(
         PretrainConfig,
         p,
         ["optim.lr=2e-3", "data.sensors=[s1, s2_l2a]", "loss.high_freq_classes=[10, 30]"],
     )
     assert cfg.optim.lr == 2e-3
-    assert cfg.data.global_scale == (0.3, 1.0)
+    assert cfg.data.multicrop.global_scale == (0.3, 1.0)
     assert cfg.data.sensors == ["s1", "s2_l2a"]
     assert cfg.loss.high_freq_classes == [10, 30]
     assert cfg.optim.epochs == 100  # untouched default
@@ -60,14 +64,16 @@ def test_file_then_overrides(tmp_path: Path) -> None:
         (["data.fusion=1"], "data.fusion: expected true or false"),
         (["optim.lr=fast"], "optim.lr: expected a number"),
         (["train.strategy=zero3"], r"train.strategy: expected one of \['ddp', 'fsdp'\]"),
-        (["data.global_scale=[0.1]"], "data.global_scale: expected 2 values"),
+        (["data.multicrop.global_scale=[0.1]"], "data.multicrop.global_scale: expected 2 values"),
         (["data.sensors=[s1, 3]"], r"data.sensors\[1\]: expected a string"),
         (["optim.lr"], "not of the form key=value"),
         (["loss.alpha=1.5"], r"loss.alpha must be in \[0, 1\]"),
         (["data.sensors=[s3]"], "data.sensors must be drawn from"),
-        (["data.global_size=100"], "multiple of 16"),
+        (["data.multicrop.global_size=100"], "multiple of 16"),
         (["model.name=vit_huge"], "model.name must be one of"),
         (["optim=3"], "optim: expected a mapping"),
+        (["data.multicrop.sensor_draw=one"], "sensor_draw must be independent or all_or_one"),
+        (["data.multicrop.keep_p=0"], r"data.multicrop: keep_p"),
     ],
 )
 def test_strict_overrides(overrides: list[str], match: str) -> None:
@@ -87,7 +93,7 @@ def test_unknown_key_in_file_names_the_file(tmp_path: Path) -> None:
 
 
 def test_save_roundtrip_and_diff(tmp_path: Path) -> None:
-    cfg = load_config(PretrainConfig, None, ["optim.lr=3e-4", "data.n_local=4"])
+    cfg = load_config(PretrainConfig, None, ["optim.lr=3e-4", "data.multicrop.n_local=4"])
     path = save_config(cfg, tmp_path / "run" / "config.yaml")
     again = load_config(PretrainConfig, path)
     assert again == cfg
@@ -120,3 +126,69 @@ def test_ablation_switches() -> None:
     assert cfg.data.modality_aug is True
     with pytest.raises(ConfigError, match="unknown ablation"):
         ablation_overrides(["ibot"])
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("data.global_size=64", "data.multicrop.global_size"),
+        ("data.n_local=4", "data.multicrop.n_local"),
+        ("data.modality_mode=all_or_one", "data.multicrop.sensor_draw"),
+        ("data.keep_prob=0.3", "data.multicrop.keep_p"),
+        ("data.ocean_keep=0.1", "data.curation.ocean_keep"),
+        ("data.tiles_per_side=1", "data.curation.tiles_per_side"),
+        ("data.max_invalid=0.2", "data.quality.max_invalid"),
+        ("data.fail_fast=true", "data.quality.fail_fast"),
+    ],
+)
+def test_flat_data_keys_name_their_new_place(tmp_path: Path, old: str, new: str) -> None:
+    with pytest.raises(ConfigError, match=rf"'{old.split('=')[0]}' has moved to '{new}'"):
+        load_config(PretrainConfig, None, [old])
+    key, value = old.split("=")
+    p = _write(tmp_path, {"data": {key.split(".")[1]: yaml.safe_load(value)}})
+    with pytest.raises(ConfigError, match=rf"cfg.yaml: config key '{key}' has moved to '{new}'"):
+        load_config(PretrainConfig, p)
+
+
+def test_nested_data_sections_are_the_library_configs() -> None:
+    from terrafm.data.loader import CurationConfig, QualityConfig
+    from terrafm.data.multicrop import MultiCropConfig
+
+    cfg = load_config(
+        PretrainConfig,
+        None,
+        ["data.curation.require_all=false", "data.quality.mask_clouds=false"],
+    )
+    assert isinstance(cfg.data.multicrop, MultiCropConfig)
+    assert cfg.data.curation == CurationConfig(require_all=False)
+    assert cfg.data.quality == QualityConfig(mask_clouds=False)
+    # The defaults are the data library's own: one source of truth.
+    assert load_config(PretrainConfig).data.multicrop == MultiCropConfig()
+
+
+def test_upgrade_moved_reads_an_old_flat_layout() -> None:
+    cfg = load_config(
+        PretrainConfig, None, ["data.multicrop.n_local=4", "data.quality.max_invalid=0.3"]
+    )
+    old = to_dict(cfg)
+    flat = old["data"]
+    mc, qu, cu = flat.pop("multicrop"), flat.pop("quality"), flat.pop("curation")
+    flat.update(n_local=mc["n_local"], global_size=mc["global_size"], keep_prob=mc["keep_p"])
+    flat.update(modality_mode=mc["sensor_draw"], max_invalid=qu["max_invalid"])
+    flat.update(ocean_keep=cu["ocean_keep"])
+    with pytest.raises(ConfigError, match="has moved"):
+        from_dict(PretrainConfig, old)
+    assert from_dict(PretrainConfig, upgrade_moved(PretrainConfig, old)) == cfg
+
+
+def test_a_checkpoint_of_the_flat_layout_resumes() -> None:
+    from terrafm.ssl.checkpointing import check_resume_config
+
+    cfg = load_config(PretrainConfig, None, ["data.multicrop.n_local=4"])
+    saved = to_dict(cfg)
+    mc = saved["data"].pop("multicrop")
+    saved["data"].update(n_local=mc["n_local"], modality_mode=mc["sensor_draw"])
+    check_resume_config(saved, cfg, "ckpt.pt")  # the old keys are read at their new place
+    saved["data"]["n_local"] = 2
+    with pytest.raises(ValueError, match=r"data\.multicrop\.n_local"):
+        check_resume_config(saved, cfg, "ckpt.pt")

@@ -13,9 +13,9 @@ from terrafm.ssl.distributed import DistInfo
 
 BASE = [
     "data.batch_size=4",
-    "data.global_size=32",
-    "data.local_size=16",
-    "data.n_local=1",
+    "data.multicrop.global_size=32",
+    "data.multicrop.local_size=16",
+    "data.multicrop.n_local=1",
     "data.num_workers=0",
 ]
 
@@ -36,7 +36,7 @@ def test_sensor_plan_follows_the_switches(tmp_path: Path) -> None:
         return sensor_plan(_cfg(tmp_path, "data.sensors=[s1, s2_l2a]", *o))
 
     assert plan() == (["s1", "s2_l2a"], "independent")
-    assert plan("data.modality_mode=all_or_one") == (["s1", "s2_l2a"], "all_or_one")
+    assert plan("data.multicrop.sensor_draw=all_or_one") == (["s1", "s2_l2a"], "all_or_one")
     assert plan("data.fusion=false") == (["s1", "s2_l2a"], "one")
     assert plan("data.modality_aug=false") == (["s1", "s2_l2a"], "all")
     assert plan("data.modality_aug=false", "data.fusion=false") == (["s2_l2a"], "all")

@@ -64,7 +64,7 @@ def test_centre_update_equals_single_process_on_concatenated_batch(tmp_path: Pat
 
 
 # The shared tiny run, with the batch and crops of the RandomSource the ranks train on.
-TINY = [*SHARED_TINY, "data.batch_size=2", "data.n_local=1", "train.threads=1"]
+TINY = [*SHARED_TINY, "data.batch_size=2", "data.multicrop.n_local=1", "train.threads=1"]
 
 
 def _train_worker(rank: int, port: int, overrides: list[str], resume: bool) -> None:
@@ -136,9 +136,9 @@ def test_torchrun_launch_line(mini_world: Path, tmp_path: Path) -> None:
         f"train.output_dir={out}",
         "train.max_steps=2",
         "data.batch_size=2",
-        "data.global_size=32",
-        "data.local_size=16",
-        "data.n_local=1",
+        "data.multicrop.global_size=32",
+        "data.multicrop.local_size=16",
+        "data.multicrop.n_local=1",
         "data.num_workers=0",
         "head.out_dim=64",
         "head.hidden_dim=64",

@@ -4,6 +4,25 @@ from __future__ import annotations
 
 import argparse
 
+from terrafm.config import Flag, add_settings_arguments, settings_from_args
+from terrafm.data.loader import CurationConfig, QualityConfig
+
+# The curation and quality fields shown as flags (mapped onto the data library's own configs).
+_CURATION = (
+    Flag("ocean_keep", help="fraction of ocean cells kept"),
+    Flag(
+        flag="--any-sensor",
+        help="keep cells with at least one sensor",
+        to=lambda given: {"require_all": False},
+        kwargs={"action": "store_true"},
+    ),
+    Flag("tile_size", help="tile side for GeoTIFF folders"),
+)
+_QUALITY = (
+    Flag("max_invalid", help="max no-data/cloud share per tile"),
+    Flag("fail_fast", help="stop at the first bad tile"),
+)
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -15,27 +34,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--scan", type=int, default=16, help="tiles to read through the pipeline (0: none)"
     )
-    p.add_argument("--ocean-keep", type=float, default=0.02, help="fraction of ocean cells kept")
-    p.add_argument("--any-sensor", action="store_true", help="keep cells with at least one sensor")
-    p.add_argument(
-        "--max-invalid", type=float, default=0.5, help="max no-data/cloud share per tile"
-    )
-    p.add_argument("--tile-size", type=int, default=534, help="tile side for GeoTIFF folders")
-    p.add_argument("--fail-fast", action="store_true", help="stop at the first bad tile")
+    add_settings_arguments(p, CurationConfig, _CURATION, config_flags=False)
+    add_settings_arguments(p, QualityConfig, _QUALITY, config_flags=False)
     p.add_argument("--seed", type=int, default=0)
 
 
 def run(args: argparse.Namespace) -> int:
     from terrafm.data.inspect import inspect_roots
-    from terrafm.data.loader import CurationConfig, QualityConfig
 
     report = inspect_roots(
         args.roots,
         args.sensors,
-        curation=CurationConfig(
-            require_all=not args.any_sensor, ocean_keep=args.ocean_keep, tile_size=args.tile_size
-        ),
-        quality=QualityConfig(max_invalid=args.max_invalid, fail_fast=args.fail_fast),
+        curation=settings_from_args(args, CurationConfig, _CURATION),
+        quality=settings_from_args(args, QualityConfig, _QUALITY),
         scan=args.scan,
         seed=args.seed,
     )

@@ -11,7 +11,10 @@ import logging
 import math
 import os
 import sys
+from typing import Any
 
+from terrafm.config import Flag, add_settings_arguments, settings_from_args
+from terrafm.embed.pipeline import EmbedOptions
 from terrafm.sensors import SENSOR_KEYS
 
 log = logging.getLogger("terrafm.embed")
@@ -31,8 +34,48 @@ def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
     return out
 
 
+# EmbedOptions fields as flags (the mapping of the command line onto the options, in one place);
+# any field can also come from --config FILE (YAML) or --set KEY=VALUE.
+_IO = (
+    Flag("s1_unit", help="unit of Sentinel-1 values on disk", kwargs={"choices": ("dB", "linear")}),
+)
+_MODEL = (
+    Flag("layer", help="export the normed output of this block instead of the last"),
+    Flag("device", help="auto, cpu, cuda or cuda:N (default: auto)"),
+    Flag(
+        "precision",
+        help="auto: bf16 on CUDA, fp32 on CPU (default: auto)",
+        kwargs={"choices": ("auto", "fp32", "bf16", "fp16")},
+    ),
+)
+_WINDOWS = (
+    Flag("window", help="window side in pixels (multiple of 16)"),
+    Flag("overlap", help="overlap of neighbouring windows in pixels (multiple of 16)"),
+    Flag("batch_size"),
+    Flag("min_valid", help="valid-pixel fraction an output pixel needs"),
+    Flag(
+        "missing_sensor",
+        help="where a fused sensor has no data: embed from the sensors valid there "
+        "(fuse-available, recorded per window in the table) or write nodata",
+        kwargs={"choices": ("fuse-available", "nodata")},
+    ),
+    Flag("resampling", help="for 20 m / 60 m bands", kwargs={"choices": ("bilinear", "nearest")}),
+)
+_RUN = (
+    Flag("readers", help="reader threads (default: 2 on CPU, up to 8 on a GPU)"),
+    Flag("prefetch", help="batches read ahead"),
+    Flag("checkpoint_seconds", help="seconds between resume checkpoints"),
+    Flag("gdal_cache_mb"),
+    Flag("overwrite", help="replace existing outputs instead of resuming"),
+    Flag("progress", help="progress bar (default: on a terminal)"),
+)
+_FLAGS = (*_IO, *_MODEL, *_WINDOWS, *_RUN)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    io = p.add_argument_group("inputs and outputs")
+    io = p.add_argument_group(
+        "inputs and outputs (options also from --config FILE, a YAML file of EmbedOptions fields)"
+    )
     io.add_argument(
         "--input",
         action="append",
@@ -66,66 +109,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="subtract the L2A +1000 DN offset (auto: from MTD_MSIL2A.xml)",
     )
-    io.add_argument(
-        "--s1-unit",
-        choices=("dB", "linear"),
-        default="dB",
-        help="unit of Sentinel-1 values on disk",
-    )
+    add_settings_arguments(io, EmbedOptions, _IO)
     m = p.add_argument_group("model")
     m.add_argument(
         "--model", help="model name (terrafm_base ...); optional with a .safetensors checkpoint"
     )
     m.add_argument("--checkpoint", help="published .pth or terrafm .safetensors weights")
-    m.add_argument(
-        "--layer", type=int, help="export the normed output of this block instead of the last"
-    )
-    m.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    m.add_argument(
-        "--precision",
-        choices=("auto", "fp32", "bf16", "fp16"),
-        default="auto",
-        help="auto: bf16 on CUDA, fp32 on CPU",
-    )
+    add_settings_arguments(m, EmbedOptions, _MODEL, config_flags=False)
     w = p.add_argument_group("windows")
-    w.add_argument("--window", type=int, default=224, help="window side in pixels (multiple of 16)")
-    w.add_argument(
-        "--overlap",
-        type=int,
-        default=0,
-        help="overlap of neighbouring windows in pixels (multiple of 16)",
-    )
-    w.add_argument("--batch-size", type=int, default=8)
-    w.add_argument(
-        "--min-valid", type=float, default=1.0, help="valid-pixel fraction an output pixel needs"
-    )
-    w.add_argument(
-        "--missing-sensor",
-        choices=("fuse-available", "nodata"),
-        default="fuse-available",
-        help="where a fused sensor has no data: embed from the sensors valid there "
-        "(fuse-available, recorded per window in the table) or write nodata",
-    )
-    w.add_argument(
-        "--resampling",
-        choices=("bilinear", "nearest"),
-        default="bilinear",
-        help="for 20 m / 60 m bands",
-    )
+    add_settings_arguments(w, EmbedOptions, _WINDOWS, config_flags=False)
     r = p.add_argument_group("run")
-    r.add_argument(
-        "--readers", type=int, help="reader threads (default: 2 on CPU, up to 8 on a GPU)"
-    )
-    r.add_argument("--prefetch", type=int, default=2, help="batches read ahead")
-    r.add_argument(
-        "--checkpoint-seconds", type=float, default=60.0, help="seconds between resume checkpoints"
-    )
-    r.add_argument("--gdal-cache-mb", type=int, default=256)
-    r.add_argument(
-        "--overwrite", action="store_true", help="replace existing outputs instead of resuming"
-    )
+    add_settings_arguments(r, EmbedOptions, _RUN, config_flags=False)
     r.add_argument("--max-windows", type=int, help="stop after this many windows (resume later)")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument(
         "--fail-fast", action="store_true", help="scene list: stop at the first failing scene"
     )
@@ -190,30 +185,22 @@ def _model(args: argparse.Namespace):  # -> tuple[TerraFM, str]
     return create_model(args.model, pretrained=args.checkpoint), args.model
 
 
-def _options(args: argparse.Namespace, device: str):
-    from terrafm.embed import EmbedOptions
+def _options(args: argparse.Namespace) -> EmbedOptions:
+    """The command line (``--config``, flags, ``--set``) as typed :class:`EmbedOptions`, with the
+    ``auto`` device, precision and reader count resolved."""
 
-    precision = args.precision
-    if precision == "auto":
-        precision = "bf16" if device.startswith("cuda") else "fp32"
-    return EmbedOptions(
-        window=args.window,
-        overlap=args.overlap,
-        batch_size=args.batch_size,
-        min_valid=args.min_valid,
-        resampling=args.resampling,
-        s1_unit=args.s1_unit,
-        layer=args.layer,
-        device=device,
-        precision=precision,
-        readers=args.readers or (2 if device == "cpu" else min(8, os.cpu_count() or 2)),
-        prefetch=args.prefetch,
-        checkpoint_seconds=args.checkpoint_seconds,
-        progress=not args.no_progress and sys.stderr.isatty(),
-        overwrite=args.overwrite,
-        gdal_cache_mb=args.gdal_cache_mb,
-        missing_sensor=args.missing_sensor,
-    )
+    def resolve(given: dict[str, Any]) -> dict[str, Any]:
+        device = _device(str(given.get("device", "auto")))
+        auto = {
+            "readers": 2 if device == "cpu" else min(8, os.cpu_count() or 2),
+            "progress": sys.stderr.isatty(),
+        }
+        out = {**auto, **given, "device": device}
+        if out.get("precision", "auto") == "auto":
+            out["precision"] = "bf16" if device.startswith("cuda") else "fp32"
+        return out
+
+    return settings_from_args(args, EmbedOptions, _FLAGS, resolve)
 
 
 def _summary(rep) -> str:  # rep: EmbedReport
@@ -242,8 +229,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("error: give either --input ... --out FILE.tif, or --scene-list FILE.csv")
     if single and not (args.input and args.out):
         raise SystemExit("error: --input and --out go together")
-    device = _device(args.device)
-    opts = _options(args, device)
+    opts = _options(args)
     model, name = _model(args)
     try:
         if single:

@@ -11,6 +11,8 @@ Examples::
     terrafm eval --suite geobench-knn --data-root /data/geobench --checkpoint TerraFM-B.pth
 
 Each run writes ``result.json`` and ``report.md`` (numbers beside the published ones) to ``--out``.
+The protocol and running settings are :class:`terrafm.eval.runner.EvalSettings`: from the flags
+below, a YAML file (``--config``) or ``--set KEY=VALUE`` (docs/design.md, "Configuration").
 """
 
 from __future__ import annotations
@@ -20,7 +22,72 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from terrafm.config import Flag, add_settings_arguments, settings_from_args
+from terrafm.eval.runner import EvalSettings
+
 log = logging.getLogger(__name__)
+
+
+def _lrs(values: list[float]) -> dict[str, Any]:
+    """``--lr``: one rate, or several for the fine-tuning sweep."""
+    return {"lr": values[0]} if len(values) == 1 else {"lrs": list(values)}
+
+
+# EvalSettings fields as flags (the mapping of the command line onto the settings, in one place).
+_WHAT = (
+    Flag("label_fraction", help="seeded fraction of training labels"),
+    Flag("shots", help="training samples per class (kNN / linear)"),
+)
+_HOW = (
+    Flag("normalization", kwargs={"choices": ("model", "benchmark", "dataset")}),
+    Flag("image_size", help="input size, a multiple of 16"),
+    Flag("epochs"),
+    Flag("batch_size"),
+    Flag(
+        flag="--lr",
+        help="learning rate; several = fine-tuning sweep on val",
+        to=_lrs,
+        kwargs={"type": float, "nargs": "+"},
+    ),
+    Flag("weight_decay"),
+    Flag("layer_decay", help="fine-tuning layer-wise lr decay"),
+    Flag("pooling", kwargs={"choices": ("cls", "mean", "cls+mean")}),
+    Flag("ks", flag="--k", help="kNN neighbours (first = headline)"),
+    Flag("flips", help="linear probe: flip augmentation via 4 feature views"),
+    Flag("tile", help="seg-linear tile size"),
+    Flag("channels", help="UPerNet channels"),
+    Flag("seed"),
+)
+_RUNNING = (
+    Flag("device", help="cpu, cuda, cuda:1 ... (default: cuda if available)"),
+    Flag(
+        "dtype", help="autocast dtype for the encoder", kwargs={"choices": ("float32", "bfloat16")}
+    ),
+    Flag("num_workers", flag="--workers", help="data-loading processes"),
+    Flag("cache_dir", help="feature cache folder (default: <out>/features)"),
+    Flag(
+        flag="--no-cache",
+        help="do not cache features",
+        to=lambda given: {"cache_dir": None},
+        kwargs={"action": "store_true"},
+    ),
+    Flag(
+        flag="--skip-bad",
+        help="skip unreadable samples (counted, logged)",
+        to=lambda given: {"on_error": "skip"},
+        kwargs={"action": "store_true"},
+    ),
+    Flag(
+        "max_skipped", help="with --skip-bad: the fraction of unreadable samples a split may have"
+    ),
+    Flag(
+        "missing_sensor",
+        help="fused sensors: a sample lacking one is embedded from those it has, or is an error",
+        kwargs={"choices": ("fuse-available", "error")},
+    ),
+    Flag("progress", help="progress bars"),
+)
+_FLAGS = (*_WHAT, *_HOW, *_RUNNING)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,94 +112,51 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "retrieval: two groups, query then gallery (default: s1 and the task's S2 product)",
     )  # fmt: skip
     what.add_argument("--partition", help="named training partition, e.g. 0.01x_train (GEO-Bench)")
-    what.add_argument("--label-fraction", type=float, help="seeded fraction of training labels")
-    what.add_argument("--shots", type=int, help="training samples per class (kNN / linear)")
+    add_settings_arguments(what, EvalSettings, _WHAT, config_flags=False)
     model = p.add_argument_group("model")
     model.add_argument("--model", help="variant (terrafm_tiny/small/base/large); default from a "
                        ".safetensors checkpoint, else terrafm_base")  # fmt: skip
     model.add_argument("--checkpoint", help="published .pth or terrafm .safetensors weights")
-    how = p.add_argument_group("protocol settings (default: the published protocol)")
-    how.add_argument("--normalization", choices=("model", "benchmark", "dataset"))
-    how.add_argument("--image-size", type=int, help="input size, a multiple of 16")
-    how.add_argument("--epochs", type=int)
-    how.add_argument("--batch-size", type=int)
-    how.add_argument(
-        "--lr", type=float, nargs="+", help="learning rate; several = fine-tuning sweep on val"
+    how = p.add_argument_group(
+        "protocol settings (default: the published protocol); any EvalSettings field also "
+        "from --config FILE (YAML) or --set KEY=VALUE"
     )
-    how.add_argument("--weight-decay", type=float)
-    how.add_argument("--layer-decay", type=float, help="fine-tuning layer-wise lr decay")
-    how.add_argument("--pooling", choices=("cls", "mean", "cls+mean"), default="cls")
-    how.add_argument(
-        "--k", type=int, nargs="+", default=[20, 5], help="kNN neighbours (first = headline)"
-    )
-    how.add_argument(
-        "--flips", action="store_true", help="linear probe: flip augmentation via 4 feature views"
-    )
-    how.add_argument("--tile", type=int, default=64, help="seg-linear tile size")
-    how.add_argument("--channels", type=int, default=512, help="UPerNet channels")
-    how.add_argument("--seed", type=int, default=0)
+    add_settings_arguments(how, EvalSettings, _HOW)
     run = p.add_argument_group("running")
-    run.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    run.add_argument(
-        "--dtype", choices=("float32", "bfloat16"), help="autocast dtype for the encoder"
-    )
-    run.add_argument("--workers", type=int, default=0, help="data-loading processes")
-    run.add_argument("--cache-dir", help="feature cache folder (default: <out>/features)")
-    run.add_argument("--no-cache", action="store_true", help="do not cache features")
-    run.add_argument(
-        "--skip-bad", action="store_true", help="skip unreadable samples (counted, logged)"
-    )
-    run.add_argument(
-        "--max-skipped",
-        type=float,
-        default=0.01,
-        help="with --skip-bad: the fraction of unreadable samples a split may have (default 0.01)",
-    )
-    run.add_argument(
-        "--missing-sensor",
-        choices=("fuse-available", "error"),
-        default="fuse-available",
-        help="fused sensors: a sample lacking one is embedded from those it has, or is an error",
-    )
+    add_settings_arguments(run, EvalSettings, _RUNNING, config_flags=False)
     run.add_argument("--fail-fast", action="store_true", help="suite: stop at the first failed row")
     run.add_argument("--out", help="output folder (default runs/eval/<name>)")
-    run.add_argument("--no-progress", action="store_true")
 
 
-def _model(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+def _model(args: argparse.Namespace, seed: int) -> tuple[Any, dict[str, Any]]:
     import torch
 
     from terrafm.models import create_model, load_model
     from terrafm.weights.checkpoint import read_metadata
 
-    torch.manual_seed(args.seed)
+    torch.manual_seed(seed)
     ckpt = args.checkpoint
     if ckpt and ckpt.endswith(".safetensors") and not args.model:
         return load_model(ckpt), {"name": read_metadata(ckpt).get("model_name"), "weights": ckpt}
     name = args.model or "terrafm_base"
     model = create_model(name, pretrained=ckpt)
-    weights = ckpt or f"random initialisation (seed {args.seed}): no checkpoint given"
+    weights = ckpt or f"random initialisation (seed {seed}): no checkpoint given"
     return model, {"name": name, "weights": weights}
 
 
-def _settings(args: argparse.Namespace) -> Any:
-    import torch
+def _settings(args: argparse.Namespace) -> EvalSettings:
+    """The command line (``--config``, flags, ``--set``) as typed :class:`EvalSettings`."""
 
-    from terrafm.eval.runner import EvalSettings
+    def resolve(given: dict[str, Any]) -> dict[str, Any]:
+        import torch
 
-    out = Path(args.out)
-    lr = args.lr or []
-    return EvalSettings(
-        normalization=args.normalization, image_size=args.image_size, epochs=args.epochs,
-        batch_size=args.batch_size, lr=lr[0] if len(lr) == 1 else None, lrs=lr if len(lr) > 1 else None,
-        weight_decay=args.weight_decay, layer_decay=args.layer_decay, pooling=args.pooling, ks=tuple(args.k),
-        label_fraction=args.label_fraction, shots=args.shots, flips=args.flips, tile=args.tile,
-        channels=args.channels, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
-        dtype=args.dtype, cache_dir=None if args.no_cache else (args.cache_dir or str(out / "features")),
-        num_workers=args.workers, on_error="skip" if args.skip_bad else "raise", seed=args.seed,
-        missing_sensor=args.missing_sensor, max_skipped=args.max_skipped,
-        progress=not args.no_progress,
-    )  # fmt: skip
+        auto = {
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "cache_dir": str(Path(args.out) / "features"),
+        }
+        return {**auto, **given}
+
+    return settings_from_args(args, EvalSettings, _FLAGS, resolve)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -146,14 +170,14 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("terrafm eval: give --benchmark and --protocol (and --task), or --suite")
     label = args.suite or f"{args.benchmark}-{args.task or 'task'}-{args.protocol}"
     args.out = args.out or str(Path("runs") / "eval" / label)
-    model, info = _model(args)
     settings = _settings(args)
+    model, info = _model(args, settings.seed)
     check_writable(args.out, "--out", folder=True)  # before any feature is computed
     if args.suite:
         results = run_suite(args.suite, model, args.data_root, settings, fail_fast=args.fail_fast)
         title = f"TerraFM evaluation: suite {args.suite}"
     else:
-        task = load_task(args.benchmark, args.task, args.data_root, image_size=args.image_size)
+        task = load_task(args.benchmark, args.task, args.data_root, image_size=settings.image_size)
         groups = args.sensors or [None]
         if args.protocol == "retrieval":  # one run: the query group, then the gallery group
             groups = [args.sensors] if args.sensors else [None]

@@ -9,11 +9,18 @@ truncated file. It contains only tensors, numbers, strings, lists and dicts and 
 
 Model and optimiser states go through ``torch.distributed.checkpoint.state_dict``, which gathers
 full tensors from FSDP2 shards and strips DDP wrappers, so the same file resumes any strategy.
+
+:func:`save_run` / :func:`resume_run` are the two calls the training loop makes: they add the
+run's counters, the data source's state and the optional patch-loss centres, and on resume check
+that the config and the number of processes match (:data:`RESUMABLE_CHANGES` may differ).
 """
 
 from __future__ import annotations
 
+import logging
 import random
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +35,42 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from terrafm.config import PretrainConfig, config_diff, from_dict, to_dict, upgrade_moved
 from terrafm.outputs import atomic_write
-from terrafm.ssl.distributed import all_gather_object
+from terrafm.ssl.build import TrainingObjects
+from terrafm.ssl.distributed import DistInfo, all_gather_object, barrier
 from terrafm.weights.checkpoint import CheckpointError
 
 __all__ = [
     "CHECKPOINT_NAME",
+    "RESUMABLE_CHANGES",
+    "RunCounters",
     "capture_rng",
+    "check_resume_config",
     "load_training_state",
     "restore_rng",
     "restore_training_state",
+    "resume_run",
+    "save_run",
     "save_training_state",
 ]
+
+log = logging.getLogger(__name__)
+
+# Keys that may change between a run and its resume without breaking exactness.
+RESUMABLE_CHANGES = (
+    "train.max_steps",
+    "train.progress",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.max_nonfinite",
+    "train.threads",
+    "train.rankme_every",
+    "data.num_workers",
+    "data.pin_memory",
+    "data.root",  # the data may move; its content and order must not change
+    "data.shards",  # the store may move too
+)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = "terrafm-pretrain/1"
@@ -178,3 +209,101 @@ def restore_training_state(
     _drop_fresh_optimizer_state(student, optimizer, payload["optimizer"])
     loss_fn.load_state_dict(payload["loss"])
     restore_rng(rngs[rank])
+
+
+@dataclass
+class RunCounters:
+    """Where a run stands: optimisation steps taken and non-finite steps skipped in total."""
+
+    step: int = 0
+    nonfinite_total: int = 0
+
+
+def check_resume_config(saved: Mapping[str, Any], cfg: PretrainConfig, path: str | Path) -> None:
+    """Refuse to resume with a config that differs from the checkpoint's in a key outside
+    :data:`RESUMABLE_CHANGES` (keys added since the checkpoint take their defaults, keys of the
+    older flat ``data`` layout are read at their new place)."""
+    try:
+        saved = to_dict(from_dict(PretrainConfig, upgrade_moved(PretrainConfig, saved)))
+    except ValueError:
+        pass  # compared as written: the diff names what differs
+    diff = [k for k in config_diff(saved, to_dict(cfg)) if k not in RESUMABLE_CHANGES]
+    if diff:
+        raise ValueError(
+            f"{path}: cannot resume with a different config; changed key(s): {diff} "
+            f"(only {list(RESUMABLE_CHANGES)} may change on resume)"
+        )
+
+
+def save_run(
+    path: Path,
+    objs: TrainingObjects,
+    source: Any,
+    cfg: PretrainConfig,
+    counters: RunCounters,
+    *,
+    steps_per_epoch: int,
+    high_freq: list[int],
+    info: DistInfo,
+) -> None:
+    """Checkpoint a run (collective: every rank calls it, rank 0 writes; returns after all have)."""
+    step = counters.step
+    extra: dict[str, Any] = {
+        "step": step,
+        "data": {"epoch": step // steps_per_epoch, "batch": step % steps_per_epoch},
+        "config": to_dict(cfg),
+        "high_freq_classes": high_freq,
+        "nonfinite_total": counters.nonfinite_total,
+        "world_size": info.world_size,
+    }
+    source_state = getattr(source, "state_dict", None)
+    if callable(source_state):
+        extra["source"] = source_state()
+    if objs.extras is not None and objs.extras.patch_loss is not None:
+        extra["patch_loss"] = {
+            k: v.detach().cpu().clone() for k, v in objs.extras.patch_loss.state_dict().items()
+        }
+    save_training_state(
+        path,
+        student=objs.student,
+        teacher=objs.teacher,
+        optimizer=objs.optimizer,
+        loss_fn=objs.loss,
+        extra=extra,
+        is_main=info.is_main,
+    )
+    barrier()
+
+
+def resume_run(
+    path: Path, objs: TrainingObjects, source: Any, cfg: PretrainConfig, info: DistInfo
+) -> RunCounters:
+    """Restore a run from its checkpoint into ``objs`` and ``source``; the counters it reached.
+
+    Raises:
+        ValueError: the config differs beyond :data:`RESUMABLE_CHANGES`, or the checkpoint was
+            written by another number of processes.
+    """
+    payload = load_training_state(path)
+    check_resume_config(payload["config"], cfg, path)
+    if int(payload.get("world_size", 1)) != info.world_size:
+        raise ValueError(
+            f"{path}: written by {payload.get('world_size')} process(es); resume with "
+            f"the same number (now {info.world_size})"
+        )
+    restore_training_state(
+        payload,
+        student=objs.student,
+        teacher=objs.teacher,
+        optimizer=objs.optimizer,
+        loss_fn=objs.loss,
+        rank=info.rank,
+    )
+    if objs.extras is not None and objs.extras.patch_loss is not None:
+        objs.extras.patch_loss.load_state_dict(payload["patch_loss"])
+    load_source = getattr(source, "load_state_dict", None)
+    if callable(load_source) and "source" in payload:
+        load_source(payload["source"])
+    counters = RunCounters(int(payload["step"]), int(payload.get("nonfinite_total", 0)))
+    log.info("resumed %s at step %d", path, counters.step)
+    return counters

@@ -1,12 +1,13 @@
 """From ``cfg.data`` to a stream of contract-B batches: the Major-TOM loader as a BatchSource.
 
-Builds :func:`terrafm.data.loader.build_pretrain_loader` with the config's crops, curation and
-sampling, and maps the component switches of docs/design.md, "Objective" to the loader's sensor draw (see
+Builds :func:`terrafm.data.loader.build_pretrain_loader` with the config's views, curation,
+quality and sampling, and maps the component switches of docs/design.md, "Objective" to the loader's sensor draw (see
 :class:`terrafm.config.DataConfig` and :func:`sensor_plan`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -26,7 +27,7 @@ def sensor_plan(cfg: PretrainConfig) -> tuple[list[str], str]:
     """``(sensors to load, the loader's sensor draw)`` for the component switches."""
     d = cfg.data
     if d.modality_aug and d.fusion:
-        return list(d.sensors), d.modality_mode
+        return list(d.sensors), d.multicrop.sensor_draw
     if d.modality_aug:  # sensors as augmentation, never fused: one sensor per view
         return list(d.sensors), "one"
     if d.fusion:  # every view fuses every sensor
@@ -118,8 +119,7 @@ class LoaderSource:
 def build_source(cfg: PretrainConfig, info: DistInfo) -> LoaderSource:
     """The loader of ``cfg.data`` for this rank: the shard store ``data.shards`` when set (views
     cut batched on ``data.augment_device``), else the Major-TOM / GeoTIFF-folder ``data.root``."""
-    from terrafm.data.loader import CurationConfig, QualityConfig, build_pretrain_loader
-    from terrafm.data.multicrop import MultiCropConfig
+    from terrafm.data.loader import build_pretrain_loader
 
     d = cfg.data
     if d.root is None and d.shards is None:
@@ -128,24 +128,10 @@ def build_source(cfg: PretrainConfig, info: DistInfo) -> LoaderSource:
             "or data.shards=DIR (a store written by `terrafm prepare`)"
         )
     sensors, draw = sensor_plan(cfg)
-    views = MultiCropConfig(
-        global_size=d.global_size,
-        local_size=d.local_size,
-        n_local=d.n_local,
-        global_scale=tuple(d.global_scale),  # type: ignore[arg-type]
-        local_scale=tuple(d.local_scale),  # type: ignore[arg-type]
-        flip_p=d.flip_p,
-        sensor_draw=draw,
-        keep_p=d.keep_prob,
-    )
     common: dict[str, Any] = dict(
-        views=views,
-        curation=CurationConfig(
-            ocean_keep=d.ocean_keep,
-            max_cloud_cover=d.max_cloud_cover,
-            tiles_per_side=d.tiles_per_side,
-        ),
-        quality=QualityConfig(max_invalid=d.max_invalid, fail_fast=d.fail_fast),
+        views=dataclasses.replace(d.multicrop, sensor_draw=draw),
+        curation=d.curation,
+        quality=d.quality,
         samples_per_epoch=d.samples_per_epoch,
         replacement=d.replacement,
         balance=d.balance,

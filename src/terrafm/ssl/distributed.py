@@ -12,8 +12,10 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
 import torch
@@ -22,6 +24,7 @@ from torch import nn
 
 __all__ = [
     "DistInfo",
+    "StopSignal",
     "all_gather_object",
     "all_reduce_sum",
     "barrier",
@@ -171,3 +174,32 @@ def unwrap(module: nn.Module) -> nn.Module:
     """The module inside a DDP wrapper (FSDP2 modules are not wrapped)."""
     inner = getattr(module, "module", None)
     return inner if isinstance(inner, nn.Module) else module
+
+
+class StopSignal:
+    """Records SIGTERM so the loop can checkpoint and exit between steps (a context manager that
+    installs the handler and restores the previous one)."""
+
+    def __init__(self) -> None:
+        self.hit = False
+        self._old: Any = None
+
+    def __enter__(self) -> StopSignal:
+        try:
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: no handler possible
+            self._old = None
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.hit = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+    def any_rank(self) -> bool:
+        """Whether any process of the job received SIGTERM (collective under torchrun)."""
+        if not _active():
+            return self.hit
+        return bool(all_reduce_sum(torch.tensor([float(self.hit)])).item() > 0)

@@ -89,6 +89,52 @@ def _ema_centres(
     return c_new, c_h_new, n_h
 
 
+class _DualCentres(nn.Module):
+    """The pair of EMA centres ``c`` / ``c_h`` of one kind of teacher logit (CLS or patch), the
+    set H, the dual-centred teacher softmax and the commit of accepted centre values."""
+
+    center: torch.Tensor
+    center_h: torch.Tensor
+    high_freq: torch.Tensor
+
+    def __init__(
+        self,
+        out_dim: int,
+        high_freq_classes: Iterable[int] = (),
+        alpha: float = 0.8,
+        center_momentum: float = 0.9,
+        student_temp: float = 0.1,
+        dual: bool = True,
+    ):
+        super().__init__()
+        self.alpha = float(alpha) if dual else 1.0
+        self.dual = dual
+        self.center_momentum = center_momentum
+        self.student_temp = student_temp
+        self.register_buffer("center", torch.zeros(1, out_dim))
+        self.register_buffer("center_h", torch.zeros(1, out_dim))
+        self.register_buffer(
+            "high_freq", torch.tensor(sorted(set(high_freq_classes)), dtype=torch.long)
+        )
+
+    def teacher_probs(self, teacher_logits: torch.Tensor, temp: float) -> torch.Tensor:
+        """Softmax of the dual-centred teacher logits over the last axis (shape kept)."""
+        g = teacher_logits.float()
+        g_hat = g - self.alpha * self.center - (1.0 - self.alpha) * self.center_h
+        return F.softmax(g_hat / temp, dim=-1)
+
+    def in_h(self, landcover: torch.Tensor, views: int, device: torch.device) -> torch.Tensor:
+        """(views * B,) float32 1/0: the view-major rows whose sample's class is in H."""
+        lc = landcover.to(device).repeat(views)
+        return torch.isin(lc, self.high_freq.to(device)).to(torch.float32)
+
+    @torch.no_grad()
+    def commit(self, out: LossOutput | PatchLossOutput) -> None:
+        """Store the centre values of an accepted step."""
+        self.center.copy_(out.new_center)
+        self.center_h.copy_(out.new_center_h)
+
+
 @dataclass
 class LossOutput:
     """A loss evaluation, with the centre values to commit if the step is accepted."""
@@ -105,7 +151,7 @@ class LossOutput:
     teacher_batch_entropy: torch.Tensor | None = None
 
 
-class DualCenteredDINOLoss(nn.Module):
+class DualCenteredDINOLoss(_DualCentres):
     """Multi-crop DINO loss with the dual centre.
 
     Args:
@@ -119,10 +165,6 @@ class DualCenteredDINOLoss(nn.Module):
             each with its own sensor draw); off: only pairs of different crops, as DINO.
     """
 
-    center: torch.Tensor
-    center_h: torch.Tensor
-    high_freq: torch.Tensor
-
     def __init__(
         self,
         out_dim: int,
@@ -133,24 +175,10 @@ class DualCenteredDINOLoss(nn.Module):
         dual: bool = True,
         same_crop_pairs: bool = False,
     ):
-        super().__init__()
-        self.alpha = float(alpha) if dual else 1.0
-        self.dual = dual
+        super().__init__(out_dim, high_freq_classes, alpha, center_momentum, student_temp, dual)
         self.same_crop_pairs = same_crop_pairs
-        self.center_momentum = center_momentum
-        self.student_temp = student_temp
-        self.register_buffer("center", torch.zeros(1, out_dim))
-        self.register_buffer("center_h", torch.zeros(1, out_dim))
-        self.register_buffer(
-            "high_freq", torch.tensor(sorted(set(high_freq_classes)), dtype=torch.long)
-        )
 
     # ------------------------------------------------------------------ pieces
-    def teacher_probs(self, teacher_out: torch.Tensor, temp: float) -> torch.Tensor:
-        """Softmax of the dual-centred teacher logits: (T * B, K) -> (T * B, K)."""
-        g = teacher_out.float()
-        g_hat = g - self.alpha * self.center - (1.0 - self.alpha) * self.center_h
-        return F.softmax(g_hat / temp, dim=-1)
 
     @torch.no_grad()
     def centre_update(
@@ -167,19 +195,11 @@ class DualCenteredDINOLoss(nn.Module):
             H is in the batch on any rank.
         """
         g = teacher_out.detach().float()  # (T * B, K)
-        views = g.shape[0] // landcover.shape[0]
-        lc = landcover.to(g.device).repeat(views)  # (T * B,)
-        in_h = torch.isin(lc, self.high_freq.to(g.device)).to(g.dtype)  # (T * B,)
+        in_h = self.in_h(landcover, g.shape[0] // landcover.shape[0], g.device)  # (T * B,)
         c_new, c_h_new, n_h = _ema_centres(
             g, in_h, self.center, self.center_h, self.center_momentum, self.dual
         )
         return c_new, c_h_new, int(n_h.item())
-
-    @torch.no_grad()
-    def commit(self, out: LossOutput) -> None:
-        """Store the centre values of an accepted step."""
-        self.center.copy_(out.new_center)
-        self.center_h.copy_(out.new_center_h)
 
     # ------------------------------------------------------------------ loss
     def forward(
@@ -243,7 +263,7 @@ class PatchLossOutput:
     new_center_h: torch.Tensor  # (1, K_p)
 
 
-class PatchDistillationLoss(nn.Module):
+class PatchDistillationLoss(_DualCentres):
     """Masked patch-token self-distillation with per-patch dual centering (beyond the paper).
 
     The teacher's patch logits (every patch of every global view) are centred with their own pair
@@ -263,42 +283,6 @@ class PatchDistillationLoss(nn.Module):
         student_temp: student temperature.
         dual: False: plain centering (``alpha = 1``).
     """
-
-    center: torch.Tensor
-    center_h: torch.Tensor
-    high_freq: torch.Tensor
-
-    def __init__(
-        self,
-        out_dim: int,
-        high_freq_classes: Iterable[int] = (),
-        alpha: float = 0.8,
-        center_momentum: float = 0.9,
-        student_temp: float = 0.1,
-        dual: bool = True,
-    ):
-        super().__init__()
-        self.alpha = float(alpha) if dual else 1.0
-        self.dual = dual
-        self.center_momentum = center_momentum
-        self.student_temp = student_temp
-        self.register_buffer("center", torch.zeros(1, out_dim))
-        self.register_buffer("center_h", torch.zeros(1, out_dim))
-        self.register_buffer(
-            "high_freq", torch.tensor(sorted(set(high_freq_classes)), dtype=torch.long)
-        )
-
-    def teacher_probs(self, teacher_patch: torch.Tensor, temp: float) -> torch.Tensor:
-        """Softmax of the dual-centred teacher patch logits, per patch: (..., K_p) -> same."""
-        g = teacher_patch.float()
-        g_hat = g - self.alpha * self.center - (1.0 - self.alpha) * self.center_h
-        return F.softmax(g_hat / temp, dim=-1)
-
-    @torch.no_grad()
-    def commit(self, out: PatchLossOutput) -> None:
-        """Store the patch-centre values of an accepted step."""
-        self.center.copy_(out.new_center)
-        self.center_h.copy_(out.new_center_h)
 
     def forward(
         self,
@@ -336,9 +320,7 @@ class PatchDistillationLoss(nn.Module):
         with torch.no_grad():
             ent = -(pt * torch.log(pt.clamp_min(1e-12))).sum(-1)  # (N, P)
             kl = (ce.detach() - ent[token_masks]).mean() if m else ce.new_zeros(())
-            views = n // landcover.shape[0]
-            lc = landcover.to(pt.device).repeat(views)  # (N,)
-            in_h = torch.isin(lc, self.high_freq.to(pt.device)).to(torch.float32)
+            in_h = self.in_h(landcover, n // landcover.shape[0], pt.device)  # (N,)
             c_new, c_h_new, _ = _ema_centres(
                 teacher_patch.detach().float().reshape(n * p, k),
                 in_h.repeat_interleave(p),

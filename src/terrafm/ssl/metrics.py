@@ -22,8 +22,30 @@ import torch
 
 from terrafm.outputs import atomic_write, output_error
 from terrafm.ssl.heads import MultiCropModel, backbone_tokens
+from terrafm.ssl.step import StepResult, to_device
 
-__all__ = ["MetricsLog", "plot_diagnostics", "plot_loss_curve", "probe_rankme", "read_metrics"]
+__all__ = [
+    "MetricsLog",
+    "Progress",
+    "RankMeProbe",
+    "plot_diagnostics",
+    "plot_loss_curve",
+    "probe_rankme",
+    "read_metrics",
+    "step_record",
+]
+
+# StepResult fields of the opt-in extras, logged when the step computed them.
+_EXTRA_KEYS = (
+    "cls_loss",
+    "patch_loss",
+    "patch_kl",
+    "patch_teacher_entropy",
+    "patch_center_norm",
+    "patch_center_h_norm",
+    "masked_patches",
+    "koleo",
+)
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -74,6 +96,88 @@ class MetricsLog:
 
     def close(self) -> None:
         self._f.close()
+
+
+def step_record(
+    res: StepResult,
+    hp: Mapping[str, float],
+    *,
+    step: int,
+    epoch: int,
+    out_dim: int,
+    images_per_s: float,
+    nonfinite_total: int,
+) -> dict[str, Any]:
+    """The ``metrics.jsonl`` record of one step (``step``: steps done, counting this one)."""
+    rec: dict[str, Any] = {
+        "step": step,
+        "epoch": epoch,
+        "loss": res.loss,
+        **hp,
+        "teacher_entropy": res.teacher_entropy,
+        "log_k": math.log(out_dim),
+        "teacher_batch_entropy": res.teacher_batch_entropy,
+        "kl": res.kl,
+        "center_norm": res.center_norm,
+        "center_h_norm": res.center_h_norm,
+        "h_count": res.h_count,
+        "grad_norm": res.grad_norm,
+        "images_per_s": images_per_s,
+        "skipped": res.skipped,
+        "nonfinite_total": nonfinite_total,
+    }
+    rec.update({k: getattr(res, k) for k in _EXTRA_KEYS if getattr(res, k) is not None})
+    return rec
+
+
+class Progress:
+    """The progress bar of a run: steps, loss, a smoothed images/s and the skipped count."""
+
+    def __init__(self, total: int, initial: int, enabled: bool):
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True
+        )
+        self.rate: float | None = None
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+    def update(self, loss: float, images_per_s: float, skipped: int) -> None:
+        r = self.rate
+        self.rate = images_per_s if r is None else 0.9 * r + 0.1 * images_per_s
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{self.rate:.1f}", skipped=skipped)
+
+
+class RankMeProbe:
+    """RankMe of the teacher and the student every ``every`` steps (0: never) on a fixed probe:
+    the first teacher view of the run's first batch. It does not touch the training state.
+
+    Args:
+        every: steps between probes (0: off).
+        device: where the probe view is kept.
+    """
+
+    def __init__(self, every: int, device: torch.device):
+        self.every = every
+        self.device = device
+        self.view: Any = None
+
+    def keep(self, batch: Mapping[str, Any]) -> None:
+        """Remember the probe view from the run's first batch."""
+        if self.every and self.view is None:
+            self.view = to_device(batch["teacher"][0], self.device)
+
+    def due(self, step: int) -> bool:
+        return bool(self.every) and self.view is not None and step % self.every == 0
+
+    def measure(self, teacher: MultiCropModel, student: MultiCropModel) -> dict[str, float]:
+        return probe_rankme({"teacher": teacher, "student": student}, self.view)
 
 
 def plot_loss_curve(metrics_path: str | Path, png_path: str | Path) -> Path | None:
