@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from fake_majortom import make_root, rewrite_image_file
 
-from terrafm.data.batch_multicrop import BatchMultiCrop, aa_weights
+from terrafm.data.batch_multicrop import BatchMultiCrop, aa_weights, bilinear_weights
 from terrafm.data.loader import CurationConfig, build_pretrain_dataset, build_pretrain_loader
 from terrafm.data.multicrop import MultiCropConfig, collate_views
 from terrafm.data.shards import (
@@ -70,6 +71,19 @@ def test_aa_weights_equal_interpolate() -> None:
         torch.testing.assert_close(r @ x @ c.T, ref, rtol=0, atol=1e-6)
 
 
+def test_bilinear_weights_equal_interpolate() -> None:
+    g = torch.Generator().manual_seed(0)
+    for n_in, n_out in [(5, 16), (24, 16), (37, 96), (119, 96), (224, 224), (534, 224), (300, 96)]:
+        x = torch.randn(1, 2, n_in, n_in + 3, generator=g, dtype=torch.float64)
+        ref = F.interpolate(x, size=(n_out, n_out), mode="bilinear", align_corners=False)
+        r = torch.from_numpy(bilinear_weights(n_in, n_out)).double()
+        c = torch.from_numpy(bilinear_weights(n_in + 3, n_out)).double()
+        torch.testing.assert_close(r @ x @ c.T, ref, rtol=0, atol=1e-6)
+        # a different filter from the antialiased one whenever it shrinks
+        if n_in > n_out:
+            assert (r - torch.from_numpy(aa_weights(n_in, n_out)).double()).abs().max() > 0.01
+
+
 def test_stored_tiles_decode_to_the_reader_tiles(mt_root: Path, store: Path) -> None:
     st = ShardStore(store)
     src = MajorTomSource(mt_root, SENSORS)
@@ -109,21 +123,35 @@ def test_crop_window_reads_equal_slicing_the_full_tile(mt_root: Path, tmp_path: 
                 np.testing.assert_array_equal(valid, want_v)
 
 
+@pytest.mark.parametrize("resample", ["antialias", "bilinear"])
 @pytest.mark.parametrize("resize", ["interpolate", "matmul"])
 def test_views_equal_the_parquet_path_on_the_same_keys(
-    mt_root: Path, store: Path, resize: str
+    mt_root: Path, store: Path, resize: str, resample: str
 ) -> None:
-    ref = build_pretrain_dataset([mt_root], SENSORS, views=VIEWS, seed=3)
-    shards = build_shard_dataset(store, SENSORS, views=VIEWS, seed=3)
+    # tiles of 24 px, crops of 1..24 px: both shrinking and enlarging resizes are compared
+    views = replace(VIEWS, resample=resample)
+    ref = build_pretrain_dataset([mt_root], SENSORS, views=views, seed=3)
+    shards = build_shard_dataset(store, SENSORS, views=views, seed=3)
     assert len(ref) == len(shards) == 20
     assert np.array_equal(ref.tiles.strata(), shards.tiles.strata())
-    augment = BatchMultiCrop(VIEWS, SENSORS, ENCODINGS, "cpu", resize=resize)
+    augment = BatchMultiCrop(views, SENSORS, ENCODINGS, "cpu", resize=resize)
     keys = [(i, 2, 40 + i) for i in range(len(ref))]
     for lo in range(0, 20, 5):
         batch = keys[lo : lo + 5]
         a = collate_views([ref[k] for k in batch], SENSORS)
-        b = augment(collate_raw([shards[k] for k in batch], SENSORS))
-        _compare(a, b)
+        items = [shards[k] for k in batch]
+        _compare(a, augment(collate_raw(items, SENSORS)))
+        if resize == "interpolate":  # the loader's CPU path: straight from the items
+            _compare(a, augment.from_samples(items))
+    if resample == "bilinear":  # the filter matters: the antialiased views differ
+        other = build_pretrain_dataset([mt_root], SENSORS, views=VIEWS, seed=3)
+        diff = max(
+            (v["inputs"][s] - w["inputs"][s]).abs().max().item()
+            for k in keys[:5]
+            for v, w in zip(ref[k]["teacher"], other[k]["teacher"])
+            for s in v["sensors"]
+        )
+        assert diff > 0.01
 
 
 def test_loader_batches_match_and_resume_exactly(mt_root: Path, store: Path) -> None:

@@ -589,6 +589,36 @@ class _ShardedArray:
         self.fill = meta["fill_value"]
         self.codec = numcodecs.Blosc()
         self._index: dict[int, np.ndarray] = {}
+        # Local stores: ranged reads with os.pread on descriptors kept open per shard file
+        # (fsspec's per-call path handling costs about as much as decoding a chunk).
+        from fsspec.implementations.local import LocalFileSystem
+
+        self._local = isinstance(fs, LocalFileSystem)
+        self._fds: dict[str, int] = {}
+
+    def __del__(self) -> None:
+        for fd in getattr(self, "_fds", {}).values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def _ranges(self, file: str, starts: list[int], ends: list[int]) -> list[bytes]:
+        """The byte ranges ``[start, end)`` of a shard file."""
+        if not self._local:
+            return list(self.fs.cat_ranges([file] * len(starts), starts, ends))
+        fd = self._fds.get(file)
+        if fd is None:
+            if len(self._fds) >= 64:
+                os.close(self._fds.pop(next(iter(self._fds))))
+            fd = self._fds[file] = os.open(file, os.O_RDONLY)
+        out = []
+        for a, b in zip(starts, ends):
+            blob = os.pread(fd, b - a, a)
+            if len(blob) != b - a:
+                raise ShardError(f"{file}: truncated shard file (wanted bytes {a}..{b})")
+            out.append(blob)
+        return out
 
     @classmethod
     def open(cls, fs: Any, path: str) -> _ShardedArray | None:
@@ -623,7 +653,7 @@ class _ShardedArray:
                 size = self.fs.size(file)
             except FileNotFoundError:
                 return None  # an empty shard: every chunk is the fill value
-            raw = self.fs.cat_file(file, start=size - 16 * n - 4, end=size - 4)
+            (raw,) = self._ranges(file, [size - 16 * n - 4], [size - 4])
             idx = np.frombuffer(raw, "<u8").reshape((*self.grid, 2))
             if len(self._index) > 64:
                 self._index.pop(next(iter(self._index)))
@@ -652,7 +682,7 @@ class _ShardedArray:
             out = np.empty((self.shape[1], h, w), self.dtype)
         else:
             out = np.full((self.shape[1], h, w), self.fill, self.dtype)
-        blobs = self.fs.cat_ranges([file] * len(starts), starts, ends) if starts else []
+        blobs = self._ranges(file, starts, ends) if starts else []
         for (r, c), blob in zip(wanted, blobs):
             chunk = np.frombuffer(self.codec.decode(blob), self.dtype).reshape(self.chunk[1:])
             r0, c0 = r * ch, c * ch
@@ -971,6 +1001,8 @@ def collate_raw(samples: Sequence[dict[str, Any]], sensors: Sequence[str]) -> di
 def _collate_and_augment(
     samples: Sequence[dict[str, Any]], sensors: Sequence[str], augment: BatchMultiCrop | None
 ) -> dict[str, Any]:
+    if augment is not None and augment.resize == "interpolate":
+        return augment.from_samples(samples)  # views cut on the CPU, window by window
     raw = collate_raw(samples, sensors)
     return augment(raw) if augment is not None else raw
 
