@@ -43,14 +43,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from terrafm.data.batch_multicrop import BatchMultiCrop, Encoding, resolve_device
 from terrafm.data.curation import TileTable, curate
-from terrafm.data.dataset import load_with_substitutes
+from terrafm.data.dataset import KeyedDataset
 from terrafm.data.landcover import LandCover
 from terrafm.data.multicrop import MultiCropConfig, ViewPlan, plan_views
-from terrafm.data.sampling import SampleKey, StratifiedSampler
+from terrafm.data.sampling import SampleKey
 from terrafm.data.skips import SampleError
 from terrafm.data.tiles import CellInfo, SensorTile, TileSource
 from terrafm.errors import DataError
@@ -907,7 +906,7 @@ def _shift(plan: ViewPlan, top: int, left: int) -> ViewPlan:
     return replace(plan, g_boxes=sh(plan.g_boxes), l_boxes=sh(plan.l_boxes))
 
 
-class ShardViewDataset(Dataset[dict[str, object]]):
+class ShardViewDataset(KeyedDataset):
     """Raw read windows and view plans keyed like :class:`terrafm.data.dataset.MultiCropDataset`.
 
     For a sampler key it applies the same skip and substitute rules, draws the same
@@ -925,19 +924,9 @@ class ShardViewDataset(Dataset[dict[str, object]]):
         fail_fast: bool = False,
         max_retries: int = 16,
     ) -> None:
-        self.tiles = tiles
+        super().__init__(tiles, seed=seed, fail_fast=fail_fast, max_retries=max_retries)
         self.views = views
-        self.seed = seed
-        self.fail_fast = fail_fast
-        self.max_retries = max_retries
         self._logged: set[int] = set()
-
-    @property
-    def sensors(self) -> tuple[str, ...]:
-        return self.tiles.sensors
-
-    def __len__(self) -> int:
-        return len(self.tiles)
 
     def _log_once(self, index: int, e: SampleError) -> None:
         if index not in self._logged:  # logged once per process, like the parquet path
@@ -945,15 +934,11 @@ class ShardViewDataset(Dataset[dict[str, object]]):
             log.warning("skipped sample: %s", e)
 
     def __getitem__(self, key: SampleKey | int) -> dict[str, object]:
-        index, epoch, pos = key if isinstance(key, tuple) else (int(key), 0, int(key))
-        index, (row, available, dropped), skipped = load_with_substitutes(
-            self.tiles.status, key=(index, epoch, pos), n=len(self.tiles), seed=self.seed,
-            max_retries=self.max_retries, fail_fast=self.fail_fast, on_error=self._log_once,
-        )  # fmt: skip
-        skipped += [(f"dropped_sensor_{e.reason}", str(e)) for e in dropped]
+        index, (row, available, _), skipped, rng = self._resolve(
+            key, self.tiles.status, self._log_once
+        )
         store = self.tiles.store
         height, width = int(store.height[row]), int(store.width[row])
-        rng = np.random.default_rng([self.seed, epoch, pos, index])
         plan = plan_views(self.views, rng, height, width, available)
         used = [s for s in self.sensors if s in plan.used()]
         box = plan.bounds()
@@ -1091,7 +1076,7 @@ def build_shard_loader(
     cut in the DataLoader workers; ``cuda``: the workers deliver read windows and the views are
     cut on the GPU in the main process; ``auto``: cuda when available).
     """
-    from terrafm.data.loader import PretrainLoader
+    from terrafm.data.loader import make_loader
 
     views = views or MultiCropConfig()
     ds = build_shard_dataset(
@@ -1103,43 +1088,21 @@ def build_shard_loader(
         seed=seed,
         storage_options=storage_options,
     )
-    sampler = StratifiedSampler(
-        ds.tiles.strata(),
-        samples_per_epoch,
+    device = resolve_device(augment_device)
+    in_workers = device.type == "cpu"
+    augment = BatchMultiCrop(views, ds.sensors, {s: ENCODINGS[s] for s in sensors}, device)
+    return make_loader(
+        ds,
+        batch_size,
+        partial(_collate_and_augment, sensors=ds.sensors, augment=augment if in_workers else None),
+        samples_per_epoch=samples_per_epoch,
+        replacement=replacement,
+        balance=balance,
         seed=seed,
         rank=rank,
         world_size=world_size,
-        replacement=replacement,
-        balance=balance,
-    )
-    if len(sampler) < batch_size:
-        raise ShardError(
-            f"rank {rank} gets {len(sampler)} samples per epoch, fewer than batch_size {batch_size}"
-        )
-    device = resolve_device(augment_device)
-    encodings = {s: ENCODINGS[s] for s in sensors}
-    in_workers = device.type == "cpu"
-    augment = BatchMultiCrop(views, ds.sensors, encodings, device)
-    loader: DataLoader[dict[str, object]] = DataLoader(
-        ds,  # type: ignore[arg-type]
-        batch_size=batch_size,
-        sampler=sampler,
         num_workers=num_workers,
-        collate_fn=partial(
-            _collate_and_augment, sensors=ds.sensors, augment=augment if in_workers else None
-        ),
         pin_memory=pin_memory,
-        drop_last=True,
-        persistent_workers=persistent_workers and num_workers > 0,
-        # Its own generator: a DataLoader iterator draws its base seed from the generator, and
-        # from torch's global one without it, which would shift the trainer's dropout/drop-path
-        # stream whenever an iterator starts (so a resumed run would diverge from a straight one).
-        generator=torch.Generator().manual_seed(seed),
-    )
-    return PretrainLoader(
-        ds,  # type: ignore[arg-type]
-        sampler,
-        loader,
-        batch_size,
+        persistent_workers=persistent_workers,
         augment=None if in_workers else augment,
     )
