@@ -185,8 +185,10 @@ def cpu_per_sample(
 def baseline_cpu_per_sample(
     src: Path, store: Path, views: MultiCropConfig, batch: int, batches: int
 ) -> float:
-    """:func:`cpu_per_sample` of the shards with the package found in ``src`` (another version),
-    run in a subprocess on the same store and settings."""
+    """:func:`cpu_per_sample` of the shards (antialiased views on the CPU) with the package
+    found in ``src``, in a fresh subprocess on the same store and settings (the least of three
+    rounds there). Run for ``--baseline-src`` and for this version alike, so that before and
+    after are measured the same way."""
     args = [sys.executable, __file__, "--measure-shards", str(store), "--batch-size", str(batch)]
     args += ["--batches", str(batches), "--global-size", str(views.global_size)]
     args += ["--local-size", str(views.local_size), "--n-local", str(views.n_local)]
@@ -262,7 +264,11 @@ def main() -> None:
         v = MultiCropConfig(
             global_size=args.global_size, local_size=args.local_size, n_local=args.n_local
         )
-        ms = cpu_per_sample(args.measure_shards, True, v, args.batch_size, args.batches)
+        # the least of a few rounds: the first ones in a fresh process pay its warm-up
+        ms = min(
+            cpu_per_sample(args.measure_shards, True, v, args.batch_size, args.batches)
+            for _ in range(3)
+        )
         print(json.dumps({"cpu_ms": ms}))
         return
     if args.quick:
@@ -307,10 +313,13 @@ def main() -> None:
             "shards_bilinear": lambda: cpu_per_sample(store, True, bilinear, nb, nt),
             "shards_views_on_gpu": lambda: cpu_per_sample_raw(store, views, nb, nt),
         }
-        if args.baseline_src is not None:
-            src = args.baseline_src
+        if args.baseline_src is not None:  # before / after, each the same way: a subprocess
+            import terrafm
+
+            old, new = args.baseline_src, Path(terrafm.__file__).resolve().parents[1]
             measures = {
-                "shards_baseline": lambda: baseline_cpu_per_sample(src, store, views, nb, nt),
+                "shards_baseline": lambda: baseline_cpu_per_sample(old, store, views, nb, nt),
+                "shards_subprocess": lambda: baseline_cpu_per_sample(new, store, views, nb, nt),
                 **measures,
             }
         # each figure the least of --repeats rounds, the rounds interleaved (load spikes of
@@ -322,7 +331,8 @@ def main() -> None:
         cpu = {k: min(v) for k, v in runs.items()}
         cores = {k: 400 * v / 1e3 for k, v in cpu.items()}
         names = {
-            "shards_baseline": "shards, views on the CPU, --baseline-src (antialias)",
+            "shards_baseline": "before: shards, views on the CPU, --baseline-src (subprocess)",
+            "shards_subprocess": "after: shards, views on the CPU, this version (subprocess)",
             "parquet": "parquet (antialias)",
             "shards": "shards, views on the CPU (antialias)",
             "parquet_bilinear": "parquet (bilinear)",

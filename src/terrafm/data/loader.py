@@ -306,10 +306,12 @@ def make_loader(
     pin_memory: bool,
     persistent_workers: bool,
     augment: Any = None,
+    error: type[ValueError] = ValueError,
 ) -> PretrainLoader:
     """The stratified sampler, the ``DataLoader`` and the :class:`PretrainLoader` around a keyed
     dataset (the parquet path's or the shards'); arguments as :func:`build_pretrain_loader`,
-    ``augment`` is run on each batch in this process (views cut on an accelerator)."""
+    ``augment`` is run on each batch in this process (views cut on an accelerator), ``error`` is
+    raised when a rank gets fewer samples than a batch."""
     sampler = StratifiedSampler(
         ds.tiles.strata(),
         samples_per_epoch,
@@ -320,7 +322,7 @@ def make_loader(
         balance=balance,
     )
     if len(sampler) < batch_size:
-        raise ValueError(
+        raise error(
             f"rank {rank} gets {len(sampler)} samples per epoch, fewer than batch_size {batch_size}"
         )
     loader: DataLoader[dict[str, object]] = DataLoader(

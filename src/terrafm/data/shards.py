@@ -1105,4 +1105,5 @@ def build_shard_loader(
         pin_memory=pin_memory,
         persistent_workers=persistent_workers,
         augment=None if in_workers else augment,
+        error=ShardError,
     )
