@@ -297,6 +297,14 @@ def main() -> None:
         with PeakMemory() as mem:
             rep = prepare_shards([root], store, SENSORS, workers=args.prepare_workers)
         shard_bytes = _bytes(store)
+        lz4 = Path(tmp) / "shards_lz4hc"  # the faster-to-decode codec (prepare --codec lz4hc)
+        t1 = time.perf_counter()
+        prepare_shards([root], lz4, SENSORS, workers=args.prepare_workers, codec="lz4hc")
+        lz4_bytes = _bytes(lz4)
+        print(
+            f"prepare --codec lz4hc: {time.perf_counter() - t1:.1f} s; shards "
+            f"{lz4_bytes / 2**20:.1f} MiB = {lz4_bytes / source_bytes:.2f} x the parquet"
+        )
         print(
             f"prepare: {rep.tiles} tiles in {rep.seconds:.1f} s with {args.prepare_workers} workers "
             f"({rep.tiles / rep.seconds:.2f} tiles/s, {rep.tiles / 4 / rep.seconds * 3600:.0f} "
@@ -312,6 +320,9 @@ def main() -> None:
             "parquet_bilinear": lambda: cpu_per_sample(root, False, bilinear, nb, nt),
             "shards_bilinear": lambda: cpu_per_sample(store, True, bilinear, nb, nt),
             "shards_views_on_gpu": lambda: cpu_per_sample_raw(store, views, nb, nt),
+            "lz4hc": lambda: cpu_per_sample(lz4, True, views, nb, nt),
+            "lz4hc_bilinear": lambda: cpu_per_sample(lz4, True, bilinear, nb, nt),
+            "lz4hc_views_on_gpu": lambda: cpu_per_sample_raw(lz4, views, nb, nt),
         }
         if args.baseline_src is not None:  # before / after, each the same way: a subprocess
             import terrafm
@@ -338,10 +349,13 @@ def main() -> None:
             "parquet_bilinear": "parquet (bilinear)",
             "shards_bilinear": "shards, views on the CPU (bilinear)",
             "shards_views_on_gpu": "shards, views on the GPU: the workers' share",
+            "lz4hc": "lz4hc shards, views on the CPU (antialias)",
+            "lz4hc_bilinear": "lz4hc shards, views on the CPU (bilinear)",
+            "lz4hc_views_on_gpu": "lz4hc shards, views on the GPU: the workers' share",
         }
-        print(f"\n{'':<56}{'CPU ms / sample':>16}{'cores at 400/s':>16}")
+        print(f"\n{'':<64}{'CPU ms / sample':>16}{'cores at 400/s':>16}")
         for k, v in cpu.items():
-            print(f"{names[k]:<56}{v:>16.1f}{cores[k]:>16.1f}")
+            print(f"{names[k]:<64}{v:>16.1f}{cores[k]:>16.1f}")
         print()
         rates: dict[str, dict[int, tuple[float, float]]] = {"parquet": {}, "shards": {}}
         for w in args.workers:
@@ -368,6 +382,7 @@ def main() -> None:
             "cores_per_gpu_at_400_samples_s": cores,
             "source_bytes": source_bytes,
             "shard_bytes": shard_bytes,
+            "shard_bytes_lz4hc": lz4_bytes,
             "prepare_tiles_per_s": rep.tiles / rep.seconds,
             "prepare_peak_mib": mem.mib,
             "samples_per_s": {k: {str(w): r[0] for w, r in v.items()} for k, v in rates.items()},

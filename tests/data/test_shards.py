@@ -347,3 +347,25 @@ def test_real_sen1floods11_chip_round_trip(real_data: Path, tmp_path: Path) -> N
         for s in sensors:
             assert torch.equal(va["masks"][s], vb["masks"][s])
             assert (va["inputs"][s] - vb["inputs"][s]).abs().max() <= _bound(s)
+
+
+def test_lz4hc_store_reads_the_same_values(mt_root: Path, store: Path, tmp_path: Path) -> None:
+    prepare_shards([mt_root], tmp_path / "lz", SENSORS, tiles_per_shard=3, codec="lz4hc")
+    ref, got, via_zarr = (
+        ShardStore(store),
+        ShardStore(tmp_path / "lz"),
+        ShardStore(tmp_path / "lz", direct=False),
+    )
+    assert got.attrs["codec"] == "lz4hc" and ref.attrs["codec"] == "zstd"
+    full = (0, 0, ref.tile_size, ref.tile_size)
+    for row in (0, 7, 19):
+        want, want_v = ref.read(row, SENSORS, full)
+        for st in (got, via_zarr):
+            data, valid = st.read(row, SENSORS, full)
+            np.testing.assert_array_equal(valid, want_v)
+            for s in SENSORS:
+                np.testing.assert_array_equal(data[s], want[s])
+    with pytest.raises(ShardError, match="codec 'lz4hc', not 'zstd'"):  # resuming: same codec
+        prepare_shards([mt_root], tmp_path / "lz", SENSORS, tiles_per_shard=3)
+    with pytest.raises(ShardError, match="codec must be one of"):
+        prepare_shards([mt_root], tmp_path / "other", SENSORS, codec="gzip")
