@@ -369,3 +369,41 @@ def test_lz4hc_store_reads_the_same_values(mt_root: Path, store: Path, tmp_path:
         prepare_shards([mt_root], tmp_path / "lz", SENSORS, tiles_per_shard=3)
     with pytest.raises(ShardError, match="codec must be one of"):
         prepare_shards([mt_root], tmp_path / "other", SENSORS, codec="gzip")
+
+
+def _band_with_holes(product: str, band: str, cell: int, rng: np.random.Generator) -> np.ndarray:
+    """Like the fixture's bands, with no-data (S2: 0) and NaN (S1) corners."""
+    from fake_majortom import random_band
+
+    a = random_band(product, band, cell, rng)
+    if band != "cloud_mask":
+        k = max(1, a.shape[0] // 5)
+        if product == "S1RTC":
+            a[-k:, -k:] = np.nan
+        else:
+            a[:k, :k] = 0
+    return a
+
+
+@pytest.mark.parametrize("resize", ["interpolate", "matmul"])
+def test_views_with_invalid_pixels_equal_the_parquet_path(tmp_path: Path, resize: str) -> None:
+    # invalid pixels are 0 (the sensor mean) in the views of both paths; the CPU path writes the
+    # stored value of the mean into them before resizing
+    root = make_root(tmp_path / "mt", ("1U_1R", "2U_1R"), size=48, band_fn=_band_with_holes)
+    prepare_shards([root], tmp_path / "s", SENSORS, tiles_per_shard=4)
+    ref = build_pretrain_dataset([root], SENSORS, views=VIEWS, seed=5)
+    shards = build_shard_dataset(tmp_path / "s", SENSORS, views=VIEWS, seed=5)
+    assert len(ref) == len(shards) == 8
+    invalid = [
+        int((~shards[(i, 0, i)]["valid"][s]).sum())
+        for i in range(8)
+        for s in shards[(i, 0, i)]["valid"]
+    ]
+    assert sum(invalid) > 0  # the holes reach the read windows
+    augment = BatchMultiCrop(VIEWS, SENSORS, ENCODINGS, "cpu", resize=resize)
+    keys = [(i, 0, i) for i in range(8)]
+    a = collate_views([ref[k] for k in keys], SENSORS)
+    items = [shards[k] for k in keys]
+    _compare(a, augment(collate_raw(items, SENSORS)))
+    if resize == "interpolate":
+        _compare(a, augment.from_samples(items))

@@ -11,7 +11,7 @@ A shard store is one Zarr v3 group (format and choices: ``docs/data.md``, "Train
 
 Arrays are chunked one tile x all bands x ``chunk`` px (a crop window decodes only the chunks it
 touches) and grouped by Zarr's sharding codec, ``tiles_per_shard`` tiles per file, each chunk
-compressed with Blosc (Zstd, byte shuffle). Values are stored as ``stored = round((value -
+compressed with Blosc (Zstd or LZ4HC, byte shuffle). Values are stored as ``stored = round((value -
 offset) / scale)``: S2 DN with offset -1000 DN and scale 1 (exact for DN, ±0.5 DN for the 20 m /
 60 m bands the reader resampled), S1 dB with offset -128 dB and scale 1/256 dB (error <= 1/512
 dB, range [-128, 128) dB). Invalid pixels store 0.
