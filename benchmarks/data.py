@@ -297,6 +297,12 @@ def main() -> None:
         with PeakMemory() as mem:
             rep = prepare_shards([root], store, SENSORS, workers=args.prepare_workers)
         shard_bytes = _bytes(store)
+        print(
+            f"prepare: {rep.tiles} tiles in {rep.seconds:.1f} s with {args.prepare_workers} workers "
+            f"({rep.tiles / rep.seconds:.2f} tiles/s, {rep.tiles / 4 / rep.seconds * 3600:.0f} "
+            f"cells/h), peak {mem.mib:.0f} MiB; shards {shard_bytes / 2**20:.1f} MiB = "
+            f"{shard_bytes / source_bytes:.2f} x the parquet"
+        )
         lz4 = Path(tmp) / "shards_lz4hc"  # the faster-to-decode codec (prepare --codec lz4hc)
         t1 = time.perf_counter()
         prepare_shards([root], lz4, SENSORS, workers=args.prepare_workers, codec="lz4hc")
@@ -304,12 +310,6 @@ def main() -> None:
         print(
             f"prepare --codec lz4hc: {time.perf_counter() - t1:.1f} s; shards "
             f"{lz4_bytes / 2**20:.1f} MiB = {lz4_bytes / source_bytes:.2f} x the parquet"
-        )
-        print(
-            f"prepare: {rep.tiles} tiles in {rep.seconds:.1f} s with {args.prepare_workers} workers "
-            f"({rep.tiles / rep.seconds:.2f} tiles/s, {rep.tiles / 4 / rep.seconds * 3600:.0f} "
-            f"cells/h), peak {mem.mib:.0f} MiB; shards {shard_bytes / 2**20:.1f} MiB = "
-            f"{shard_bytes / source_bytes:.2f} x the parquet"
         )
         torch.set_num_threads(1)
         bilinear = replace(views, resample="bilinear")
