@@ -610,7 +610,7 @@ class _ShardedArray:
         self.codec = numcodecs.Blosc()
         self._index: dict[int, np.ndarray] = {}
         # Local stores: ranged reads with os.pread on descriptors kept open per shard file
-        # (fsspec's per-call path handling costs about as much as decoding a chunk).
+        # (no per-range path handling and file opening as in fsspec's ranged reads).
         from fsspec.implementations.local import LocalFileSystem
 
         self._local = isinstance(fs, LocalFileSystem)
