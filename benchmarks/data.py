@@ -15,12 +15,14 @@ Then, for both paths on the same cells and views:
         [--batches 6] [--workers 0 1 2] [--global-size 224 --local-size 96 --n-local 8]
         [--baseline-src DIR] [--quick] [--json FILE]
 
-The CPU figure of the shards is given for both resampling filters (``MultiCropConfig.resample``:
-``antialias``, the default, and ``bilinear``), and with ``--baseline-src DIR`` (the ``src`` folder
-of another version of the package, e.g. ``git archive REV src | tar -x -C /tmp/base``) also for
-that version on the same store and keys, in a subprocess of the same run ("before").
+The CPU figures are given for both resampling filters (``MultiCropConfig.resample``:
+``antialias``, the default, and ``bilinear``) and for the shards with both chunk codecs (``zstd``,
+``lz4hc``), each the least of ``--repeats`` interleaved rounds. With ``--baseline-src DIR`` (the
+``src`` folder of another version of the package, e.g. ``git archive REV src | tar -x -C
+/tmp/base``) the shards' CPU figure is also measured for that version and for this one the same
+way, each in a fresh subprocess on the same store and keys ("before" / "after").
 
-``--quick`` (3 cells, batch 4, 2 timed batches, no model step) runs in a few minutes.
+``--quick`` (3 cells, batch 4, 2 timed batches, no model step) runs in about 6 minutes here.
 """
 
 from __future__ import annotations
