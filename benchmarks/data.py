@@ -13,9 +13,16 @@ Then, for both paths on the same cells and views:
 
     .venv/bin/python benchmarks/data.py [--cells 6] [--cell-size 1068] [--batch-size 8]
         [--batches 6] [--workers 0 1 2] [--global-size 224 --local-size 96 --n-local 8]
-        [--quick] [--json FILE]
+        [--baseline-src DIR] [--quick] [--json FILE]
 
-``--quick`` (3 cells, batch 4, 2 timed batches, no model step) runs in a few minutes.
+The CPU figures are given for both resampling filters (``MultiCropConfig.resample``:
+``antialias``, the default, and ``bilinear``) and for the shards with both chunk codecs (``zstd``,
+``lz4hc``), each the least of ``--repeats`` interleaved rounds. With ``--baseline-src DIR`` (the
+``src`` folder of another version of the package, e.g. ``git archive REV src | tar -x -C
+/tmp/base``) the shards' CPU figure is also measured for that version and for this one the same
+way, each in a fresh subprocess on the same store and keys ("before" / "after").
+
+``--quick`` (3 cells, batch 4, 2 timed batches, no model step) runs in about 6 minutes here.
 """
 
 from __future__ import annotations
@@ -23,9 +30,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -173,6 +184,21 @@ def cpu_per_sample(
     return 1e3 * (time.process_time() - c0) / n
 
 
+def baseline_cpu_per_sample(
+    src: Path, store: Path, views: MultiCropConfig, batch: int, batches: int
+) -> float:
+    """:func:`cpu_per_sample` of the shards (antialiased views on the CPU) with the package
+    found in ``src``, in a fresh subprocess on the same store and settings (the least of three
+    rounds there). Run for ``--baseline-src`` and for this version alike, so that before and
+    after are measured the same way."""
+    args = [sys.executable, __file__, "--measure-shards", str(store), "--batch-size", str(batch)]
+    args += ["--batches", str(batches), "--global-size", str(views.global_size)]
+    args += ["--local-size", str(views.local_size), "--n-local", str(views.n_local)]
+    env = dict(os.environ, PYTHONPATH=str(src))
+    out = subprocess.run(args, env=env, capture_output=True, text=True, check=True).stdout
+    return float(json.loads(out.strip().splitlines()[-1])["cpu_ms"])
+
+
 def cpu_per_sample_raw(store: Path, views: MultiCropConfig, batch: int, batches: int) -> float:
     """CPU ms per sample of what a worker does when the views are cut on the accelerator
     (``augment_device=cuda``): crop-window reads and the collate of raw windows, 0 workers."""
@@ -231,7 +257,22 @@ def main() -> None:
     p.add_argument("--model-steps", type=int, default=0, help="also time terrafm_tiny (0: skip)")
     p.add_argument("--quick", action="store_true", help="3 cells, batch 4, 2 timed batches")
     p.add_argument("--json", type=Path, default=None, help="write the figures to this file")
+    p.add_argument("--baseline-src", type=Path, default=None, help="also time this package src")
+    p.add_argument("--repeats", type=int, default=3, help="rounds of the CPU figures (least kept)")
+    p.add_argument("--measure-shards", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.measure_shards is not None:  # the baseline's subprocess: one figure, as JSON
+        torch.set_num_threads(1)
+        v = MultiCropConfig(
+            global_size=args.global_size, local_size=args.local_size, n_local=args.n_local
+        )
+        # the least of a few rounds: the first ones in a fresh process pay its warm-up
+        ms = min(
+            cpu_per_sample(args.measure_shards, True, v, args.batch_size, args.batches)
+            for _ in range(3)
+        )
+        print(json.dumps({"cpu_ms": ms}))
+        return
     if args.quick:
         args.cells, args.batch_size, args.batches, args.model_steps = 3, 4, 2, 0
     views = MultiCropConfig(
@@ -242,7 +283,7 @@ def main() -> None:
         for k in ("cells", "cell_size", "batch_size", "batches", "workers", "prepare_workers")
     }
     settings |= {"views": f"2x{args.global_size} + {args.n_local}x{args.local_size}"}
-    settings |= {"sensors": list(SENSORS), "cpus": os.cpu_count()}
+    settings |= {"sensors": list(SENSORS), "cpus": os.cpu_count(), "repeats": args.repeats}
     out: dict[str, object] = {"settings": settings}
     with tempfile.TemporaryDirectory() as tmp:
         root, store = Path(tmp) / "majortom", Path(tmp) / "shards"
@@ -264,22 +305,60 @@ def main() -> None:
             f"cells/h), peak {mem.mib:.0f} MiB; shards {shard_bytes / 2**20:.1f} MiB = "
             f"{shard_bytes / source_bytes:.2f} x the parquet"
         )
+        lz4 = Path(tmp) / "shards_lz4hc"  # the faster-to-decode codec (prepare --codec lz4hc)
+        t1 = time.perf_counter()
+        prepare_shards([root], lz4, SENSORS, workers=args.prepare_workers, codec="lz4hc")
+        lz4_bytes = _bytes(lz4)
+        print(
+            f"prepare --codec lz4hc: {time.perf_counter() - t1:.1f} s; shards "
+            f"{lz4_bytes / 2**20:.1f} MiB = {lz4_bytes / source_bytes:.2f} x the parquet"
+        )
         torch.set_num_threads(1)
-        cpu = {
-            name: cpu_per_sample(path, name == "shards", views, args.batch_size, args.batches)
-            for name, path in (("parquet", root), ("shards", store))
+        bilinear = replace(views, resample="bilinear")
+        nb, nt = args.batch_size, args.batches
+        measures: dict[str, Callable[[], float]] = {
+            "parquet": lambda: cpu_per_sample(root, False, views, nb, nt),
+            "shards": lambda: cpu_per_sample(store, True, views, nb, nt),
+            "parquet_bilinear": lambda: cpu_per_sample(root, False, bilinear, nb, nt),
+            "shards_bilinear": lambda: cpu_per_sample(store, True, bilinear, nb, nt),
+            "shards_views_on_gpu": lambda: cpu_per_sample_raw(store, views, nb, nt),
+            "lz4hc": lambda: cpu_per_sample(lz4, True, views, nb, nt),
+            "lz4hc_bilinear": lambda: cpu_per_sample(lz4, True, bilinear, nb, nt),
+            "lz4hc_views_on_gpu": lambda: cpu_per_sample_raw(lz4, views, nb, nt),
         }
-        cpu["shards_views_on_gpu"] = cpu_per_sample_raw(store, views, args.batch_size, args.batches)
+        if args.baseline_src is not None:  # before / after, each the same way: a subprocess
+            import terrafm
+
+            old, new = args.baseline_src, Path(terrafm.__file__).resolve().parents[1]
+            measures = {
+                "shards_baseline": lambda: baseline_cpu_per_sample(old, store, views, nb, nt),
+                "shards_subprocess": lambda: baseline_cpu_per_sample(new, store, views, nb, nt),
+                **measures,
+            }
+        # each figure the least of --repeats rounds, the rounds interleaved (load spikes of
+        # other jobs on the machine only ever add CPU time)
+        runs: dict[str, list[float]] = {k: [] for k in measures}
+        for _ in range(args.repeats):
+            for k, f in measures.items():
+                runs[k].append(f())
+        cpu = {k: min(v) for k, v in runs.items()}
         cores = {k: 400 * v / 1e3 for k, v in cpu.items()}
-        print(f"\n{'':<28}{'parquet':>10}{'shards':>10}{'shards, views on GPU':>22}")
-        print(
-            f"{'CPU ms / sample':<28}{cpu['parquet']:>10.1f}{cpu['shards']:>10.1f}"
-            f"{cpu['shards_views_on_gpu']:>22.1f}"
-        )
-        print(
-            f"{'CPU cores at 400 samples/s':<28}{cores['parquet']:>10.1f}{cores['shards']:>10.1f}"
-            f"{cores['shards_views_on_gpu']:>22.1f}"
-        )
+        names = {
+            "shards_baseline": "before: shards, views on the CPU, --baseline-src (subprocess)",
+            "shards_subprocess": "after: shards, views on the CPU, this version (subprocess)",
+            "parquet": "parquet (antialias)",
+            "shards": "shards, views on the CPU (antialias)",
+            "parquet_bilinear": "parquet (bilinear)",
+            "shards_bilinear": "shards, views on the CPU (bilinear)",
+            "shards_views_on_gpu": "shards, views on the GPU: the workers' share",
+            "lz4hc": "lz4hc shards, views on the CPU (antialias)",
+            "lz4hc_bilinear": "lz4hc shards, views on the CPU (bilinear)",
+            "lz4hc_views_on_gpu": "lz4hc shards, views on the GPU: the workers' share",
+        }
+        print(f"\n{'':<64}{'CPU ms / sample':>16}{'cores at 400/s':>16}")
+        for k, v in cpu.items():
+            print(f"{names[k]:<64}{v:>16.1f}{cores[k]:>16.1f}")
+        print()
         rates: dict[str, dict[int, tuple[float, float]]] = {"parquet": {}, "shards": {}}
         for w in args.workers:
             for name, path in (("parquet", root), ("shards", store)):
@@ -300,9 +379,12 @@ def main() -> None:
             "parquet_cpu_ms_per_sample": cpu["parquet"],
             "shards_cpu_ms_per_sample": cpu["shards"],
             "shards_views_on_gpu_cpu_ms_per_sample": cpu["shards_views_on_gpu"],
+            "cpu_ms_per_sample": cpu,
+            "cpu_ms_per_sample_rounds": runs,
             "cores_per_gpu_at_400_samples_s": cores,
             "source_bytes": source_bytes,
             "shard_bytes": shard_bytes,
+            "shard_bytes_lz4hc": lz4_bytes,
             "prepare_tiles_per_s": rep.tiles / rep.seconds,
             "prepare_peak_mib": mem.mib,
             "samples_per_s": {k: {str(w): r[0] for w, r in v.items()} for k, v in rates.items()},

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from fake_majortom import make_root, rewrite_image_file
 
-from terrafm.data.batch_multicrop import BatchMultiCrop, aa_weights
+from terrafm.data.batch_multicrop import BatchMultiCrop, aa_weights, bilinear_weights
 from terrafm.data.loader import CurationConfig, build_pretrain_dataset, build_pretrain_loader
 from terrafm.data.multicrop import MultiCropConfig, collate_views
 from terrafm.data.shards import (
@@ -70,6 +71,19 @@ def test_aa_weights_equal_interpolate() -> None:
         torch.testing.assert_close(r @ x @ c.T, ref, rtol=0, atol=1e-6)
 
 
+def test_bilinear_weights_equal_interpolate() -> None:
+    g = torch.Generator().manual_seed(0)
+    for n_in, n_out in [(5, 16), (24, 16), (37, 96), (119, 96), (224, 224), (534, 224), (300, 96)]:
+        x = torch.randn(1, 2, n_in, n_in + 3, generator=g, dtype=torch.float64)
+        ref = F.interpolate(x, size=(n_out, n_out), mode="bilinear", align_corners=False)
+        r = torch.from_numpy(bilinear_weights(n_in, n_out)).double()
+        c = torch.from_numpy(bilinear_weights(n_in + 3, n_out)).double()
+        torch.testing.assert_close(r @ x @ c.T, ref, rtol=0, atol=1e-6)
+        # a different filter from the antialiased one whenever it shrinks
+        if n_in > n_out:
+            assert (r - torch.from_numpy(aa_weights(n_in, n_out)).double()).abs().max() > 0.01
+
+
 def test_stored_tiles_decode_to_the_reader_tiles(mt_root: Path, store: Path) -> None:
     st = ShardStore(store)
     src = MajorTomSource(mt_root, SENSORS)
@@ -109,21 +123,35 @@ def test_crop_window_reads_equal_slicing_the_full_tile(mt_root: Path, tmp_path: 
                 np.testing.assert_array_equal(valid, want_v)
 
 
+@pytest.mark.parametrize("resample", ["antialias", "bilinear"])
 @pytest.mark.parametrize("resize", ["interpolate", "matmul"])
 def test_views_equal_the_parquet_path_on_the_same_keys(
-    mt_root: Path, store: Path, resize: str
+    mt_root: Path, store: Path, resize: str, resample: str
 ) -> None:
-    ref = build_pretrain_dataset([mt_root], SENSORS, views=VIEWS, seed=3)
-    shards = build_shard_dataset(store, SENSORS, views=VIEWS, seed=3)
+    # tiles of 24 px, crops of 1..24 px: both shrinking and enlarging resizes are compared
+    views = replace(VIEWS, resample=resample)
+    ref = build_pretrain_dataset([mt_root], SENSORS, views=views, seed=3)
+    shards = build_shard_dataset(store, SENSORS, views=views, seed=3)
     assert len(ref) == len(shards) == 20
     assert np.array_equal(ref.tiles.strata(), shards.tiles.strata())
-    augment = BatchMultiCrop(VIEWS, SENSORS, ENCODINGS, "cpu", resize=resize)
+    augment = BatchMultiCrop(views, SENSORS, ENCODINGS, "cpu", resize=resize)
     keys = [(i, 2, 40 + i) for i in range(len(ref))]
     for lo in range(0, 20, 5):
         batch = keys[lo : lo + 5]
         a = collate_views([ref[k] for k in batch], SENSORS)
-        b = augment(collate_raw([shards[k] for k in batch], SENSORS))
-        _compare(a, b)
+        items = [shards[k] for k in batch]
+        _compare(a, augment(collate_raw(items, SENSORS)))
+        if resize == "interpolate":  # the loader's CPU path: straight from the items
+            _compare(a, augment.from_samples(items))
+    if resample == "bilinear":  # the filter matters: the antialiased views differ
+        other = build_pretrain_dataset([mt_root], SENSORS, views=VIEWS, seed=3)
+        diff = max(
+            (v["inputs"][s] - w["inputs"][s]).abs().max().item()
+            for k in keys[:5]
+            for v, w in zip(ref[k]["teacher"], other[k]["teacher"])
+            for s in v["sensors"]
+        )
+        assert diff > 0.01
 
 
 def test_loader_batches_match_and_resume_exactly(mt_root: Path, store: Path) -> None:
@@ -319,3 +347,63 @@ def test_real_sen1floods11_chip_round_trip(real_data: Path, tmp_path: Path) -> N
         for s in sensors:
             assert torch.equal(va["masks"][s], vb["masks"][s])
             assert (va["inputs"][s] - vb["inputs"][s]).abs().max() <= _bound(s)
+
+
+def test_lz4hc_store_reads_the_same_values(mt_root: Path, store: Path, tmp_path: Path) -> None:
+    prepare_shards([mt_root], tmp_path / "lz", SENSORS, tiles_per_shard=3, codec="lz4hc")
+    ref, got, via_zarr = (
+        ShardStore(store),
+        ShardStore(tmp_path / "lz"),
+        ShardStore(tmp_path / "lz", direct=False),
+    )
+    assert got.attrs["codec"] == "lz4hc" and ref.attrs["codec"] == "zstd"
+    full = (0, 0, ref.tile_size, ref.tile_size)
+    for row in (0, 7, 19):
+        want, want_v = ref.read(row, SENSORS, full)
+        for st in (got, via_zarr):
+            data, valid = st.read(row, SENSORS, full)
+            np.testing.assert_array_equal(valid, want_v)
+            for s in SENSORS:
+                np.testing.assert_array_equal(data[s], want[s])
+    with pytest.raises(ShardError, match="codec 'lz4hc', not 'zstd'"):  # resuming: same codec
+        prepare_shards([mt_root], tmp_path / "lz", SENSORS, tiles_per_shard=3)
+    with pytest.raises(ShardError, match="codec must be one of"):
+        prepare_shards([mt_root], tmp_path / "other", SENSORS, codec="gzip")
+
+
+def _band_with_holes(product: str, band: str, cell: int, rng: np.random.Generator) -> np.ndarray:
+    """Like the fixture's bands, with no-data (S2: 0) and NaN (S1) corners."""
+    from fake_majortom import random_band
+
+    a = random_band(product, band, cell, rng)
+    if band != "cloud_mask":
+        k = max(1, a.shape[0] // 5)
+        if product == "S1RTC":
+            a[-k:, -k:] = np.nan
+        else:
+            a[:k, :k] = 0
+    return a
+
+
+@pytest.mark.parametrize("resize", ["interpolate", "matmul"])
+def test_views_with_invalid_pixels_equal_the_parquet_path(tmp_path: Path, resize: str) -> None:
+    # invalid pixels are 0 (the sensor mean) in the views of both paths; the CPU path writes the
+    # stored value of the mean into them before resizing
+    root = make_root(tmp_path / "mt", ("1U_1R", "2U_1R"), size=48, band_fn=_band_with_holes)
+    prepare_shards([root], tmp_path / "s", SENSORS, tiles_per_shard=4)
+    ref = build_pretrain_dataset([root], SENSORS, views=VIEWS, seed=5)
+    shards = build_shard_dataset(tmp_path / "s", SENSORS, views=VIEWS, seed=5)
+    assert len(ref) == len(shards) == 8
+    invalid = [
+        int((~shards[(i, 0, i)]["valid"][s]).sum())
+        for i in range(8)
+        for s in shards[(i, 0, i)]["valid"]
+    ]
+    assert sum(invalid) > 0  # the holes reach the read windows
+    augment = BatchMultiCrop(VIEWS, SENSORS, ENCODINGS, "cpu", resize=resize)
+    keys = [(i, 0, i) for i in range(8)]
+    a = collate_views([ref[k] for k in keys], SENSORS)
+    items = [shards[k] for k in keys]
+    _compare(a, augment(collate_raw(items, SENSORS)))
+    if resize == "interpolate":
+        _compare(a, augment.from_samples(items))

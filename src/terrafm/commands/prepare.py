@@ -23,6 +23,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-cloud-cover", type=float, default=None, help="drop S2 rows above (%%)")
     p.add_argument("--max-nodata", type=float, default=None, help="drop rows above this fraction")
     p.add_argument("--s1-unit", default="dB", choices=["dB", "linear"], help="S1 unit of folders")
+    p.add_argument(
+        "--codec",
+        default="zstd",
+        choices=["zstd", "lz4hc"],
+        help="chunk compression: zstd (smaller) or lz4hc (~1.25x bigger, ~3.5x faster to decode)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         ),
         workers=args.workers,
         tiles_per_shard=args.tiles_per_shard,
+        codec=args.codec,
         progress=progress,
     )
     print(report.format())

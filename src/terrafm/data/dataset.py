@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from terrafm.data.skips import SampleError, TooManyBadSamples
 from terrafm.data.tiles import TileSource, finish_tile
 from terrafm.sensors import get_sensor
 
-__all__ = ["MultiCropDataset", "TileDataset", "load_with_substitutes"]
+__all__ = ["KeyedDataset", "MultiCropDataset", "TileDataset", "load_with_substitutes"]
 
 
 T = TypeVar("T")
@@ -149,19 +149,61 @@ class TileDataset(Dataset[dict[str, object]]):
         return {"inputs": inputs, "landcover": self.refs[index].landcover, "index": index}
 
 
-class MultiCropDataset(Dataset[dict[str, object]]):
-    """Views of curated tiles, keyed by the sampler's ``(index, epoch, position)``.
+class KeyedDataset(Dataset[dict[str, object]]):
+    """What both pretraining datasets share (this one's :class:`MultiCropDataset` and
+    :class:`terrafm.data.shards.ShardViewDataset`): items keyed by the sampler's ``(index, epoch,
+    position)``, a bad tile replaced by the ``k``-th substitute drawn from ``(seed, epoch,
+    position, k)`` (:func:`load_with_substitutes`), and the views drawn from a generator seeded
+    by ``(seed, epoch, position, index)``, so skipping and views are deterministic.
 
-    The views of a key depend only on ``(seed, epoch, position, index)``; a bad tile is replaced
-    by the ``k``-th substitute drawn from ``(seed, epoch, position, k)``, so skipping is
-    deterministic too.
+    Args:
+        tiles: the tile table (``sensors``, ``refs``, ``__len__``).
+        seed: base seed of the augmentations.
+        fail_fast: raise the first :class:`SampleError` instead of skipping.
+        max_retries: consecutive bad substitutes tolerated before giving up with an error.
+    """
+
+    def __init__(
+        self, tiles: Any, *, seed: int = 0, fail_fast: bool = False, max_retries: int = 16
+    ) -> None:
+        self.tiles = tiles
+        self.seed = seed
+        self.fail_fast = fail_fast
+        self.max_retries = max_retries
+
+    @property
+    def sensors(self) -> tuple[str, ...]:
+        return tuple(self.tiles.sensors)
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    def _resolve(
+        self,
+        key: SampleKey | int,
+        load: Callable[[int], tuple[Any, ...]],
+        on_error: Callable[[int, SampleError], None] | None = None,
+    ) -> tuple[int, tuple[Any, ...], list[tuple[str, str]], np.random.Generator]:
+        """(index loaded, what ``load`` returned, skip records, the views' generator) of a key;
+        ``load`` returns ``(..., dropped-sensor errors)`` last, which become skip records."""
+        index, epoch, pos = key if isinstance(key, tuple) else (int(key), 0, int(key))
+        index, loaded, skipped = load_with_substitutes(
+            load, key=(index, epoch, pos), n=len(self.tiles), seed=self.seed,
+            max_retries=self.max_retries, fail_fast=self.fail_fast, on_error=on_error,
+        )  # fmt: skip
+        skipped += [(f"dropped_sensor_{e.reason}", str(e)) for e in loaded[-1]]
+        rng = np.random.default_rng([self.seed, epoch, pos, index])
+        return index, loaded, skipped, rng
+
+
+class MultiCropDataset(KeyedDataset):
+    """Views of curated tiles, keyed by the sampler's ``(index, epoch, position)`` (see
+    :class:`KeyedDataset`).
 
     Args:
         tiles: the tile dataset.
         transform: the multi-crop transform.
-        seed: base seed of the augmentations.
-        fail_fast: raise the first :class:`SampleError` instead of skipping.
-        max_retries: consecutive bad substitutes tolerated before giving up with an error.
+        seed, fail_fast, max_retries: see :class:`KeyedDataset`.
     """
 
     def __init__(
@@ -173,28 +215,12 @@ class MultiCropDataset(Dataset[dict[str, object]]):
         fail_fast: bool = False,
         max_retries: int = 16,
     ) -> None:
-        self.tiles = tiles
+        super().__init__(tiles, seed=seed, fail_fast=fail_fast, max_retries=max_retries)
         self.transform = transform
-        self.seed = seed
-        self.fail_fast = fail_fast
-        self.max_retries = max_retries
         self._bad: dict[int, SampleError] = {}  # per process: tiles already known to be bad
 
-    @property
-    def sensors(self) -> tuple[str, ...]:
-        return self.tiles.sensors
-
-    def __len__(self) -> int:
-        return len(self.tiles)
-
     def __getitem__(self, key: SampleKey | int) -> dict[str, object]:
-        index, epoch, pos = key if isinstance(key, tuple) else (int(key), 0, int(key))
-        index, (inputs, dropped), skipped = load_with_substitutes(
-            self._load, key=(index, epoch, pos), n=len(self.tiles), seed=self.seed,
-            max_retries=self.max_retries, fail_fast=self.fail_fast,
-        )  # fmt: skip
-        skipped += [(f"dropped_sensor_{e.reason}", str(e)) for e in dropped]
-        rng = np.random.default_rng([self.seed, epoch, pos, index])
+        index, (inputs, _), skipped, rng = self._resolve(key, self._load)
         sample: dict[str, object] = dict(self.transform(inputs, rng))
         sample["landcover"] = self.tiles.refs[index].landcover
         sample["index"] = index

@@ -13,13 +13,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import fsspec
 import torch
 from torch.utils.data import DataLoader
 
 from terrafm.data.curation import curate
-from terrafm.data.dataset import MultiCropDataset, TileDataset
+from terrafm.data.dataset import KeyedDataset, MultiCropDataset, TileDataset
 from terrafm.data.folder import GeoTiffFolderSource, discover_scenes
 from terrafm.data.majortom import SENSOR_PRODUCT
 from terrafm.data.multicrop import MultiCrop, MultiCropConfig, collate_views
@@ -184,7 +185,7 @@ class PretrainLoader:
     ``augment_device=cuda``).
     """
 
-    dataset: MultiCropDataset
+    dataset: KeyedDataset
     sampler: StratifiedSampler
     loader: DataLoader[dict[str, object]]
     batch_size: int
@@ -274,6 +275,43 @@ def build_pretrain_loader(
         seed=seed,
         storage_options=storage_options,
     )
+    return make_loader(
+        ds,
+        batch_size,
+        partial(collate_views, sensors=ds.sensors),
+        samples_per_epoch=samples_per_epoch,
+        replacement=replacement,
+        balance=balance,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=persistent_workers,
+    )
+
+
+def make_loader(
+    ds: Any,
+    batch_size: int,
+    collate_fn: Callable[[list[Any]], Any],
+    *,
+    samples_per_epoch: int | None,
+    replacement: bool,
+    balance: float,
+    seed: int,
+    rank: int,
+    world_size: int,
+    num_workers: int,
+    pin_memory: bool,
+    persistent_workers: bool,
+    augment: Any = None,
+    error: type[ValueError] = ValueError,
+) -> PretrainLoader:
+    """The stratified sampler, the ``DataLoader`` and the :class:`PretrainLoader` around a keyed
+    dataset (the parquet path's or the shards'); arguments as :func:`build_pretrain_loader`,
+    ``augment`` is run on each batch in this process (views cut on an accelerator), ``error`` is
+    raised when a rank gets fewer samples than a batch."""
     sampler = StratifiedSampler(
         ds.tiles.strata(),
         samples_per_epoch,
@@ -284,15 +322,15 @@ def build_pretrain_loader(
         balance=balance,
     )
     if len(sampler) < batch_size:
-        raise ValueError(
+        raise error(
             f"rank {rank} gets {len(sampler)} samples per epoch, fewer than batch_size {batch_size}"
         )
     loader: DataLoader[dict[str, object]] = DataLoader(
-        ds,  # type: ignore[arg-type]
+        ds,
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,
-        collate_fn=partial(collate_views, sensors=ds.sensors),
+        collate_fn=collate_fn,
         pin_memory=pin_memory,
         drop_last=True,
         persistent_workers=persistent_workers and num_workers > 0,
@@ -301,4 +339,4 @@ def build_pretrain_loader(
         # stream whenever an iterator starts (so a resumed run would diverge from a straight one).
         generator=torch.Generator().manual_seed(seed),
     )
-    return PretrainLoader(ds, sampler, loader, batch_size)
+    return PretrainLoader(ds, sampler, loader, batch_size, augment=augment)

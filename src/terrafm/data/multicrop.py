@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from terrafm.sensors import get_sensor
 
 __all__ = [
+    "RESAMPLES",
     "SENSOR_DRAWS",
     "MultiCrop",
     "MultiCropConfig",
@@ -38,9 +39,11 @@ __all__ = [
     "draw_sensors",
     "plan_views",
     "random_resized_box",
+    "resize",
 ]
 
 SENSOR_DRAWS = ("independent", "all_or_one", "one", "all")
+RESAMPLES = ("antialias", "bilinear")
 Box = tuple[int, int, int, int]  # (top, left, height, width)
 
 
@@ -59,6 +62,9 @@ class MultiCropConfig:
         flip_p: probability of a horizontal flip per view.
         sensor_draw: ``independent``, ``all_or_one``, ``one`` or ``all``.
         keep_p: the 0.5 of the sensor draw rules.
+        resample: ``antialias`` (bilinear widened by the shrink factor, the default) or
+            ``bilinear`` (plain bilinear: about 3x less CPU, aliases when shrinking by more
+            than ~1.5x; docs/data.md, "Resampling").
     """
 
     global_size: int = 224
@@ -71,6 +77,7 @@ class MultiCropConfig:
     flip_p: float = 0.5
     sensor_draw: str = "independent"
     keep_p: float = 0.5
+    resample: str = "antialias"
 
     def __post_init__(self) -> None:
         for name in ("global_size", "local_size"):
@@ -85,6 +92,8 @@ class MultiCropConfig:
             raise ValueError(f"sensor_draw must be one of {SENSOR_DRAWS}, got {self.sensor_draw!r}")
         if self.n_global < 1 or self.n_local < 0:
             raise ValueError("need n_global >= 1 and n_local >= 0")
+        if self.resample not in RESAMPLES:
+            raise ValueError(f"resample must be one of {RESAMPLES}, got {self.resample!r}")
         if not 0 < self.keep_p <= 1 or not 0 <= self.flip_p <= 1:
             raise ValueError("keep_p must be in (0, 1] and flip_p in [0, 1]")
 
@@ -145,17 +154,33 @@ def draw_sensors(
             return tuple(s for s, k in zip(available, keep) if k)
 
 
+def resize(x: torch.Tensor, size: int, resample: str = "antialias") -> torch.Tensor:
+    """(N, C, h, w) -> (N, C, size, size), pixel centres aligned (``align_corners=False``):
+    bilinear with antialiasing (``resample="antialias"``) or plain bilinear (``"bilinear"``).
+    The one resize of both data paths (parquet and shards)."""
+    if resample not in RESAMPLES:
+        raise ValueError(f"resample must be one of {RESAMPLES}, got {resample!r}")
+    return F.interpolate(
+        x,
+        size=(size, size),
+        mode="bilinear",
+        align_corners=False,
+        antialias=resample == "antialias",
+    )
+
+
 def crop_views(
     inputs: Mapping[str, torch.Tensor],
     box: Box,
     size: int,
     flip: bool,
     sensors: Sequence[str] | None = None,
+    resample: str = "antialias",
 ) -> dict[str, torch.Tensor]:
     """Cut one box from every sensor at once, resize to ``size`` and optionally flip.
 
     The sensors' crops are stacked along channels and resized together, so they get exactly the
-    same geometry; resizing is bilinear with antialiasing (``align_corners=False``).
+    same geometry; resizing is :func:`resize` (bilinear, antialiased by default).
 
     Args:
         inputs: sensor -> (C_s, H, W), all on the same grid.
@@ -163,6 +188,7 @@ def crop_views(
         size: output side.
         flip: flip horizontally.
         sensors: the sensors to cut (default: all of ``inputs``).
+        resample: see :func:`resize`.
 
     Returns:
         sensor -> (C_s, size, size).
@@ -170,9 +196,7 @@ def crop_views(
     keys = list(sensors if sensors is not None else inputs)
     top, left, h, w = box
     stack = torch.cat([inputs[k][:, top : top + h, left : left + w] for k in keys])  # (ΣC, h, w)
-    out = F.interpolate(
-        stack[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True
-    )[0]
+    out = resize(stack[None], size, resample)[0]
     if flip:
         out = out.flip(-1)
     return dict(zip(keys, out.split([inputs[k].shape[0] for k in keys])))
@@ -201,7 +225,8 @@ class MultiCrop:
         p = plan_views(cfg, rng, height, width, available)
 
         def cut(box: Box, flip: bool, size: int, used: set[str]) -> dict[str, torch.Tensor]:
-            return crop_views(inputs, box, size, flip, [s for s in available if s in used])
+            keys = [s for s in available if s in used]
+            return crop_views(inputs, box, size, flip, keys, cfg.resample)
 
         g_crops = [
             cut(b, f, cfg.global_size, {*t, *s})
