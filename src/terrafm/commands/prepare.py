@@ -4,6 +4,24 @@ from __future__ import annotations
 
 import argparse
 
+from terrafm.config import Flag, add_settings_arguments, settings_from_args
+from terrafm.data.loader import CurationConfig
+
+# The curation fields shown as flags (mapped onto the data library's own config).
+_CURATION = (
+    Flag("tiles_per_side", help="Major-TOM cell split (2: 4 tiles)"),
+    Flag("tile_size", help="tile side for GeoTIFF folders"),
+    Flag(
+        flag="--any-sensor",
+        help="keep cells with at least one sensor",
+        to=lambda given: {"require_all": False},
+        kwargs={"action": "store_true"},
+    ),
+    Flag("max_cloud_cover", help="drop S2 rows above this cloud cover (%%)"),
+    Flag("max_nodata", help="drop rows above this no-data fraction"),
+    Flag("s1_unit", help="S1 unit of GeoTIFF folders", kwargs={"choices": ["dB", "linear"]}),
+)
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -15,14 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sensors", nargs="+", default=["s1", "s2_l1c", "s2_l2a"], help="sensor keys")
     p.add_argument("--workers", type=int, default=0, help="worker processes (0: this process)")
     p.add_argument("--tiles-per-shard", type=int, default=16, help="tiles per shard file")
-    p.add_argument(
-        "--tiles-per-side", type=int, default=2, help="Major-TOM cell split (2: 4 tiles)"
-    )
-    p.add_argument("--tile-size", type=int, default=534, help="tile side for GeoTIFF folders")
-    p.add_argument("--any-sensor", action="store_true", help="keep cells with at least one sensor")
-    p.add_argument("--max-cloud-cover", type=float, default=None, help="drop S2 rows above (%%)")
-    p.add_argument("--max-nodata", type=float, default=None, help="drop rows above this fraction")
-    p.add_argument("--s1-unit", default="dB", choices=["dB", "linear"], help="S1 unit of folders")
+    add_settings_arguments(p, CurationConfig, _CURATION, config_flags=False)
     p.add_argument(
         "--codec",
         default="zstd",
@@ -32,7 +43,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from terrafm.data.loader import CurationConfig
     from terrafm.data.shards import prepare_shards
 
     def progress(done: int, total: int) -> None:
@@ -42,14 +52,7 @@ def run(args: argparse.Namespace) -> int:
         args.roots,
         args.out,
         args.sensors,
-        curation=CurationConfig(
-            require_all=not args.any_sensor,
-            max_cloud_cover=args.max_cloud_cover,
-            max_nodata=args.max_nodata,
-            tiles_per_side=args.tiles_per_side,
-            tile_size=args.tile_size,
-            s1_unit=args.s1_unit,
-        ),
+        curation=settings_from_args(args, CurationConfig, _CURATION),
         workers=args.workers,
         tiles_per_shard=args.tiles_per_shard,
         codec=args.codec,
