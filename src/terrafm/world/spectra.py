@@ -9,7 +9,8 @@ Mixing endmembers is what gives real imagery its strong band-to-band correlation
 
 The vegetation, built-up and water endmembers are the EuroSAT-MS class means of docs/design.md, "Calibration of the synthetic world" (L1C)
 inverted through the nominal atmosphere, so the generated L1C reproduces them; the rest (soil,
-sand, rock, snow, roofs, asphalt, moss, mangrove, wetland) follow the usual library shapes:
+sand, rock, snow, roofs, asphalt, a closed crop canopy, moss, mangrove, wetland) follow the usual
+library shapes:
 vegetation's red edge, water dark in NIR/SWIR, bright soil rising into SWIR1, snow bright in the
 visible and dark in SWIR.
 """
