@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from terrafm.quickstart.evaluate import ProbeConfig
+
 
 def _world(path: Path, seed: int, per_class: int) -> Path:
     from terrafm.world.generate import make_world, world_config
@@ -82,6 +84,13 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=7, help="world seed")
     p.add_argument("--cells-per-class", type=int, default=48)
     p.add_argument("--draws", type=int, default=20, help="draws of the 1 %% subset")
+    p.add_argument(
+        "--seg-epochs",
+        type=int,
+        default=ProbeConfig.seg_epochs,
+        help="segmentation-probe epochs (the protocol's 50 by default; fewer for a quick "
+        "comparison of worlds, the raw-pixel probe costs about 12 CPU seconds per epoch)",
+    )
     p.add_argument("--json", help="also write every result to this JSON-lines file")
     p.add_argument(
         "--oracle", action="store_true", help="also print the patch-majority mIoU ceiling"
@@ -89,7 +98,7 @@ def main() -> None:
     args = p.parse_args()
 
     from terrafm.eval import load_task
-    from terrafm.quickstart.evaluate import ProbeConfig, evaluate_encoder
+    from terrafm.quickstart.evaluate import evaluate_encoder
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
@@ -98,7 +107,7 @@ def main() -> None:
     cls = load_task("folder", "landcover_cls", tasks)
     seg = load_task("folder", "landcover_seg", tasks)
     sets = [tuple(s.split("+")) for s in args.sensors]
-    cfg = ProbeConfig(fraction_draws=args.draws)
+    cfg = ProbeConfig(fraction_draws=args.draws, seg_epochs=args.seg_epochs)
     out = open(args.json, "a") if args.json else None
     rows = []
     for spec in args.encoders:
@@ -108,6 +117,7 @@ def main() -> None:
             rows.append((spec, sensors, r))
             if out is not None:
                 out.write(json.dumps({"encoder": spec, "sensors": sensors, **r}) + "\n")
+                out.flush()
         print(f"{spec}: {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
     r0 = rows[0][2]
     print(

@@ -9,7 +9,8 @@ Mixing endmembers is what gives real imagery its strong band-to-band correlation
 
 The vegetation, built-up and water endmembers are the EuroSAT-MS class means of docs/design.md, "Calibration of the synthetic world" (L1C)
 inverted through the nominal atmosphere, so the generated L1C reproduces them; the rest (soil,
-sand, rock, snow, roofs, asphalt, moss, mangrove, wetland) follow the usual library shapes:
+sand, rock, snow, roofs, asphalt, a closed crop canopy, moss, mangrove, wetland) follow the usual
+library shapes:
 vegetation's red edge, water dark in NIR/SWIR, bright soil rising into SWIR1, snow bright in the
 visible and dark in SWIR.
 """
@@ -79,6 +80,7 @@ _LIBRARY: dict[str, tuple[float, ...]] = {
     "moss": (600, 700, 1000, 1100, 1400, 1900, 2100, 2250, 2300, 2300, 2100, 1500),
     "water_clear": (500, 450, 400, 200, 150, 100, 90, 80, 70, 60, 30, 20),
     "water_turbid": (650, 700, 900, 800, 750, 430, 380, 330, 300, 270, 60, 40),
+    "crop_canopy": (250, 300, 550, 280, 850, 2600, 3500, 3900, 4050, 4000, 2100, 950),
     "mangrove": (200, 250, 450, 250, 700, 2000, 2500, 2600, 2700, 2650, 1100, 450),
     "wetland_veg": (300, 400, 650, 500, 1000, 2000, 2400, 2500, 2600, 2550, 1700, 900),
 }
@@ -118,6 +120,44 @@ class CellState:
     conifer: float
     aridity: float
     seasonal_snow: float = 0.0
+
+
+# Dirichlet concentration of a cell's crop calendar around the season's field-state mix: low
+# enough that the spread of cropland chips' mean NDVI matches real EuroSAT-MS AnnualCrop chips
+# (docs/synthetic_world.md, "Within-class variation").
+CROP_CALENDAR_CONCENTRATION = 1.5
+# Point-spread function of the 10 m bands: a 3-tap kernel per axis (a Gaussian of about 0.6 px),
+# so class boundaries come out as mixed pixels and neighbouring pixels correlate like real scenes.
+PSF_TAPS = (0.166, 0.668, 0.166)
+
+
+def _soil(em: dict[str, np.ndarray], rng: np.random.Generator, st: CellState) -> None:
+    """Replace the soil endmembers, in place, by the cell's own soil: dry brightness, iron
+    (reddening: weaker blue and green) and moisture (darker, most in SWIR), drawn per cell."""
+    bright = float(rng.lognormal(0.0, 0.2))
+    iron = float(rng.uniform(0.0, 1.0))
+    wet = float(np.clip(rng.normal(0.3 - 0.3 * st.aridity, 0.2), 0.0, 0.8))
+    f = np.full(len(S2_BANDS), bright * (1.0 - 0.4 * wet), dtype=np.float32)
+    f[[S2_BANDS.index("B11"), S2_BANDS.index("B12")]] = bright * (1.0 - 0.6 * wet)
+    f[[S2_BANDS.index(b) for b in ("B01", "B02", "B03")]] *= 1.0 - iron * np.array(
+        [0.45, 0.4, 0.25], dtype=np.float32
+    )
+    for k in ("soil_bright", "soil_dark"):
+        em[k] = em[k] * f
+
+
+def _psf(x: np.ndarray) -> np.ndarray:
+    """The 10 m point-spread function on (C, H, W), edges replicated."""
+    a, b, c = PSF_TAPS
+    for axis in (1, 2):
+        lo = np.concatenate(
+            [np.take(x, [0], axis), np.take(x, range(x.shape[axis] - 1), axis)], axis
+        )
+        hi = np.concatenate(
+            [np.take(x, range(1, x.shape[axis]), axis), np.take(x, [-1], axis)], axis
+        )
+        x = a * lo + b * x + c * hi
+    return x.astype(np.float32)
 
 
 def _mix(*parts: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -192,7 +232,11 @@ def _crop(
     n = int(parcels.max()) + 1
     g = st.greenness
     p_state = np.array([0.15 + 0.35 * (1 - g), 0.2, 0.15 + 0.55 * g, 0.2 * (1 - g) + 0.1])
-    state = rng.choice(4, size=n, p=p_state / p_state.sum())
+    # A region's fields follow one crop calendar: the cell draws its own mix of field states
+    # around the season's (docs/synthetic_world.md, "Within-class variation"), so whole cells
+    # are mostly bare, mostly green or mostly stubble, not the same average everywhere.
+    q = rng.dirichlet(CROP_CALENDAR_CONCENTRATION * p_state / p_state.sum()) + 1e-6
+    state = rng.choice(4, size=n, p=q / q.sum())
     cover = np.array([0.03, 0.35, 0.92, 0.15])[state] + rng.normal(0, 0.06, n)
     straw = np.array([0.0, 0.0, 0.0, 0.8])[state]
     dark = rng.uniform(0, 1, n)  # soil moisture / organic matter per field
@@ -200,7 +244,9 @@ def _crop(
     c = np.clip(cover[pid] + 0.12 * rows[i] * (cover[pid] < 0.8) + 0.03 * t["fine"][i], 0, 1)
     s = straw[pid] * (1 - c)
     d = dark[pid]
-    green = 0.6 * em["eurosat_Pasture"] + 0.4 * em["eurosat_AnnualCrop"]
+    # A closed crop canopy at its peak (NDVI near 0.85, as dense green crops reach), not the
+    # EuroSAT AnnualCrop mean, which already averages bare and green fields.
+    green = em["crop_canopy"]
     soil_part = 1 - c - s
     return _mix(
         (c, green),
@@ -222,10 +268,14 @@ def _built(
     """Street blocks with one roof material each, buildings over gardens; streets are asphalt."""
     n = int(blocks.max()) + 1
     materials = np.stack([em["concrete"], em["roof_tile"], em["roof_metal"], em["asphalt"]])
-    mat = rng.choice(4, size=n, p=[0.38, 0.3, 0.1, 0.22])
-    density = np.clip(rng.beta(3, 2, n) + 0.1 * (mat == 2), 0.2, 1.0)
+    # Towns differ as a whole: dense cores and industrial estates against leafy suburbs, and
+    # each its own mix of roofing (docs/synthetic_world.md, "Within-class variation").
+    mix = rng.dirichlet(4.0 * np.array([0.38, 0.3, 0.1, 0.22]))
+    mat = rng.choice(4, size=n, p=mix)
+    town = rng.uniform(0.2, 0.9)
+    density = np.clip(town + rng.normal(0.0, 0.12, n) + 0.1 * (mat == 2), 0.1, 1.0)
     bid = blocks[i]
-    built = (t["mid"][i] + 1.2 * (density[bid] - 0.5)) > 0  # building footprints
+    built = (t["mid"][i] + 2.5 * (density[bid] - 0.5)) > 0  # building footprints
     roof = built.astype(np.float32) * (0.85 + 0.15 * _sig(3 * t["fine"][i]))
     garden = em["eurosat_Pasture"] * st.greenness + em["straw"] * (1 - st.greenness)
     garden = 0.7 * garden + 0.3 * em["eurosat_Forest"]
@@ -300,8 +350,9 @@ def surface_reflectance(rng: np.random.Generator, scene: Scene, state: CellState
         float32 (12, S, S) DN (reflectance x 10000) in S2_BANDS order.
     """
     s = scene.size
-    em = endmembers()
+    em = dict(endmembers())
     t = _Texture(rng, s)
+    _soil(em, rng, state)
     codes = scene.codes.ravel()
     out = np.zeros((s * s, len(S2_BANDS)), dtype=np.float32)
     yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
@@ -320,7 +371,7 @@ def surface_reflectance(rng: np.random.Generator, scene: Scene, state: CellState
     refl *= _hillshade(scene.elevation, scene.relief, rng.uniform(120, 240))[None]
     if state.seasonal_snow > 0:
         refl = _add_seasonal_snow(refl, scene, state, t, em)
-    return refl
+    return _psf(refl)
 
 
 def _render_class(
