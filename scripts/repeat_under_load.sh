@@ -10,7 +10,7 @@ pids=()
 stop() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; }
 trap stop EXIT
 for _ in $(seq "$BUSY"); do
-  timeout 7200 "$PY" -c 'while True: pass' &
+  timeout "${BUSY_MAX_S:-3600}" "$PY" -c 'while True: pass' &
   pids+=($!)
 done
 for i in $(seq "$N"); do
