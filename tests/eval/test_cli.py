@@ -103,3 +103,73 @@ def test_suite_rows_yield_to_the_callers_settings():
     assert _row_overrides(row, EvalSettings(lr=1e-3)) == {}
     cop = SUITES["copernicus"][1]
     assert _row_overrides(cop, EvalSettings()) == {"flips": True}
+
+
+def _knn(root, out, *more):
+    return ["eval", "--benchmark", "folder", "--data-root", str(root), "--protocol", "knn",
+            "--model", "terrafm_tiny", "--sensors", "s2_l2a", "--out", str(out), "--no-progress",
+            "--no-cache", "--device", "cpu", *more]  # fmt: skip
+
+
+def _err_lines(capsys):
+    return [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+
+
+def _snapshot(folder):
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.iterdir()}
+
+
+def test_cli_existing_report_is_refused_unless_overwrite(tmp_path, capsys):
+    root = _folder(tmp_path)
+    out = tmp_path / "run"
+    assert main(_knn(root, out)) == 0
+    before = _snapshot(out)
+    capsys.readouterr()
+    assert main(_knn(root, out)) == 1
+    assert _err_lines(capsys) == [
+        f"terrafm eval: error: --out {out / 'result.json'} already exists; "
+        "pass --overwrite to replace it"
+    ]
+    assert _snapshot(out) == before
+    assert main(_knn(root, out, "--overwrite")) == 0
+    after = _snapshot(out)
+    assert after["result.json"][1] != before["result.json"][1]
+    assert after["report.md"][1] != before["report.md"][1]
+    # A report.md alone (another tool's, or a run killed between the two files) is kept too.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "report.md").write_text("mine")
+    assert main(_knn(root, other)) == 1
+    assert _err_lines(capsys)[-1].endswith(
+        f"--out {other / 'report.md'} already exists; pass --overwrite to replace it"
+    )
+    assert _snapshot(other) == {"report.md": (b"mine", (other / "report.md").stat().st_mtime_ns)}
+
+
+def test_cli_unwritable_out_fails_before_the_model_is_loaded(tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+    from pathlib import Path
+
+    import terrafm.commands.eval as cmd
+    import terrafm.outputs
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real = terrafm.outputs._probe
+
+    def probe(target):
+        if Path(target).resolve().is_relative_to(ro.resolve()):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(target))
+        real(target)
+
+    def no_model(args):
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr(terrafm.outputs, "_probe", probe)
+    monkeypatch.setattr(cmd, "_model", no_model)
+    assert main(_knn(_folder(tmp_path), ro)) == 1
+    assert _err_lines(capsys) == [
+        f"terrafm eval: error: cannot write --out {ro}: read-only file system"
+    ]
+    assert list(ro.iterdir()) == []

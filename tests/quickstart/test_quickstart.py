@@ -251,3 +251,35 @@ def test_cli_passes_ablations_and_rejects_bad_input(
         main(["quickstart", "--ablation-table", "--ablate", "fusion", "--out", str(tmp_path)]) == 2
     )
     assert not (tmp_path / "d").exists() and not list(tmp_path.iterdir())
+
+
+def test_cli_rerun_continues_its_own_report_and_refuses_another_seeds(
+    micro: tuple[Path, dict[str, Any]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """On a real finished report (seed 3): the same command goes ahead, another seed is refused
+    (tests/quickstart/test_quickstart_outputs.py has the other cases)."""
+    import shutil
+
+    import terrafm.quickstart.pipeline as pipeline
+
+    out, _ = micro
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("summary.json", "report.md"):
+        shutil.copy(out / name, copy / name)
+    reached: list[int] = []
+
+    def fake(out: Path, **kw: Any) -> dict[str, Any]:
+        reached.append(kw["seed"])
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(pipeline, "run_quickstart", fake)
+    args = ["quickstart", "--preset", "micro", "--out", str(copy), "--seed"]
+    assert main([*args, "4"]) == 1 and reached == []
+    assert (
+        "is the report of another run (seed 3, preset micro, ablate [])" in capsys.readouterr().err
+    )
+    assert main([*args, "3"]) == 2 and reached == [3]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -86,18 +87,7 @@ def _run(overrides: list[str], resume: bool = False) -> None:
     mp.spawn(_train_worker, args=(_free_port(), overrides, resume), nprocs=2, join=True)
 
 
-# FSDP2 on gloo/CPU: one of two ranks has died with SIGABRT in 2 of 4 runs while the machine was
-# heavily loaded (it passes alone). The likely cause: FSDP2's module state holds reference cycles
-# that kept its device mesh, process group and last collective buffers alive past
-# destroy_process_group, to be freed at interpreter exit, where gloo's teardown can abort;
-# pretrain() now collects them before its final barrier (docs/pretraining.md). It has passed every
-# run since under load, but fewer than the 20 in a row that would retire this mark.
-FSDP_FLAKE = pytest.mark.xfail(
-    reason="FSDP2 gloo rank SIGABRT under heavy load (intermittent)", strict=False
-)
-
-
-@pytest.mark.parametrize("strategy", ["ddp", pytest.param("fsdp", marks=FSDP_FLAKE)])
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_two_process_resume_is_exact(tmp_path: Path, strategy: str) -> None:
     s = f"train.strategy={strategy}"
     _run([s, "train.max_steps=4", f"train.output_dir={tmp_path / 'straight'}"])
@@ -112,6 +102,36 @@ def test_two_process_resume_is_exact(tmp_path: Path, strategy: str) -> None:
             torch.testing.assert_close(a[part][k], b[part][k], rtol=0, atol=1e-6, msg=f"{part}.{k}")
     # The ranks saw different data, yet the replicas agree: the teacher moved off its start.
     assert a["loss"]["center"].abs().sum() > 0
+
+
+def _gloo_threads() -> list[str]:
+    names = []
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            names.append((task / "comm").read_text().strip())
+        except OSError:  # the thread ended meanwhile
+            pass
+    return sorted(n for n in names if "gloo" in n or "tcpstore" in n)
+
+
+def _threads_worker(rank: int, port: int, out: str) -> None:
+    before = _gloo_threads()
+    _train_worker(
+        rank, port, ["train.strategy=fsdp", "train.max_steps=1", f"train.output_dir={out}"], False
+    )
+    Path(out, f"threads{rank}.json").write_text(json.dumps([before, _gloo_threads()]))
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists threads through /proc")
+def test_fsdp_run_leaves_no_process_group_behind(tmp_path: Path) -> None:
+    """After pretrain() the gloo backend is gone: its threads were joined by
+    destroy_process_group, not left to interpreter shutdown (where tearing them down aborted a
+    rank now and then). DTensor's caches used to keep FSDP2's device mesh, and through it the
+    process group, alive."""
+    mp.spawn(_threads_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        before, after = json.loads((tmp_path / f"threads{rank}.json").read_text())
+        assert before == [] and after == [], f"rank {rank}: threads left {after}"
 
 
 def test_torchrun_launch_line(mini_world: Path, tmp_path: Path) -> None:

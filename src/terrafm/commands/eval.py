@@ -10,9 +10,10 @@ Examples::
         --protocol retrieval --sensors s1 s2_l2a             # S1 query -> S2 gallery, and back
     terrafm eval --suite geobench-knn --data-root /data/geobench --checkpoint TerraFM-B.pth
 
-Each run writes ``result.json`` and ``report.md`` (numbers beside the published ones) to ``--out``.
-The protocol and running settings are :class:`terrafm.eval.runner.EvalSettings`: from the flags
-below, a YAML file (``--config``) or ``--set KEY=VALUE`` (docs/design.md, "Configuration").
+Each run writes ``result.json`` and ``report.md`` (numbers beside the published ones) to ``--out``;
+a report already there is refused unless ``--overwrite`` (docs/errors.md). The protocol and running
+settings are :class:`terrafm.eval.runner.EvalSettings`: from the flags below, a YAML file
+(``--config``) or ``--set KEY=VALUE`` (docs/design.md, "Configuration").
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from terrafm.config import Flag, add_settings_arguments, settings_from_args
 from terrafm.eval.runner import EvalSettings
 
 log = logging.getLogger(__name__)
+
+REPORT_FILES = ("result.json", "report.md")  # what terrafm.eval.report.write_report writes
 
 
 def _lrs(values: list[float]) -> dict[str, Any]:
@@ -126,6 +129,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_settings_arguments(run, EvalSettings, _RUNNING, config_flags=False)
     run.add_argument("--fail-fast", action="store_true", help="suite: stop at the first failed row")
     run.add_argument("--out", help="output folder (default runs/eval/<name>)")
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the report (result.json, report.md) already in --out",
+    )
 
 
 def _model(args: argparse.Namespace, seed: int) -> tuple[Any, dict[str, Any]]:
@@ -164,15 +172,19 @@ def run(args: argparse.Namespace) -> int:
     from terrafm.eval.report import write_report
     from terrafm.eval.runner import evaluate
     from terrafm.eval.suite import run_suite
-    from terrafm.outputs import check_writable
+    from terrafm.outputs import check_writable, refuse_existing
 
     if not args.suite and not (args.benchmark and args.protocol):
         raise SystemExit("terrafm eval: give --benchmark and --protocol (and --task), or --suite")
     label = args.suite or f"{args.benchmark}-{args.task or 'task'}-{args.protocol}"
     args.out = args.out or str(Path("runs") / "eval" / label)
     settings = _settings(args)
+    # Before the model is loaded or any feature computed: another run's report stays unless
+    # --overwrite (its feature cache in --out is reused either way), and --out can be written.
+    if not args.overwrite:
+        refuse_existing(("--out", Path(args.out) / name) for name in REPORT_FILES)
+    check_writable(args.out, "--out", folder=True)
     model, info = _model(args, settings.seed)
-    check_writable(args.out, "--out", folder=True)  # before any feature is computed
     if args.suite:
         results = run_suite(args.suite, model, args.data_root, settings, fail_fast=args.fail_fast)
         title = f"TerraFM evaluation: suite {args.suite}"

@@ -6,6 +6,7 @@ The README's main command; see ``docs/quickstart.md``.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
@@ -39,6 +40,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "ablation.md",
     )
     p.add_argument("--progress", action="store_true", help="show progress bars")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the report of another run (other seed, preset or --ablate) in --out",
+    )
 
 
 def _out(args: argparse.Namespace, ablate: list[str]) -> Path:
@@ -70,7 +76,36 @@ def _log_to_file(out: Path) -> logging.Handler:
     return handler
 
 
+def _refuse_other_report(args: argparse.Namespace, ablate: list[str], out: Path) -> None:
+    """A finished report in ``out`` is this command's to rewrite only if it is the same run (seed,
+    preset, ablation): a rerun continues it, reusing its world and pretraining. Another run's
+    report, or one whose run is unknown, is refused unless ``--overwrite``."""
+    from terrafm.errors import OutputError
+    from terrafm.outputs import refuse_existing
+
+    table = args.ablation_table
+    record, report = ("ablation.json", "ablation.md") if table else ("summary.json", "report.md")
+    keys = ("seed", "preset") if table else ("seed", "preset", "ablate")
+    ours = {"seed": args.seed, "preset": args.preset, "ablate": sorted(ablate)}
+    if not (out / record).is_file():
+        refuse_existing([("--out", out / report)])  # a report without its record: not ours
+        return
+    try:
+        saved = json.loads((out / record).read_text())
+        theirs = {k: sorted(saved[k]) if k == "ablate" else saved[k] for k in keys}
+    except (OSError, ValueError, TypeError, KeyError):
+        theirs = None
+    if theirs == {k: ours[k] for k in keys}:
+        return
+    run = ", ".join(f"{k} {v}" for k, v in theirs.items()) if theirs else "unreadable"
+    raise OutputError(
+        f"--out {out / record} is the report of another run ({run}); pass --overwrite to "
+        "replace it, or choose another --out"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
+    from terrafm.outputs import check_writable
     from terrafm.quickstart.pipeline import check_ablate
     from terrafm.quickstart.presets import get_preset
 
@@ -85,6 +120,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         log.error("%s", e)
         return 2
+    if not args.overwrite:  # before the world, pretraining or log file is touched
+        _refuse_other_report(args, ablate, out)
+    check_writable(out, "--out", folder=True)
     handler = _log_to_file(out)
     try:
         return _run(args, ablate, out)

@@ -10,9 +10,11 @@ Every collective in the package is guarded by ``dist.is_initialized()``.
 from __future__ import annotations
 
 import datetime
+import gc
 import logging
 import os
 import signal
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import FrameType
@@ -31,6 +33,7 @@ __all__ = [
     "broadcast_object",
     "cleanup",
     "init_distributed",
+    "release_meshes",
     "shard_fsdp",
     "unwrap",
     "wrap_ddp",
@@ -97,9 +100,64 @@ def init_distributed(
     return DistInfo(rank, world, local_rank, dev)
 
 
+# The device meshes shard_fsdp created, to check that leaving the job really frees them.
+_MESHES: list[weakref.ref[Any]] = []
+
+
+def _clear_dtensor_caches() -> None:
+    """Empty DTensor's process-wide caches: sharding propagation (Python and C++), redistribution
+    plans and transforms, mesh topology. Their entries hold device meshes, and a mesh holds its
+    process groups (docs/pretraining.md, "Leaving the job"). A cache a torch version lacks is
+    skipped."""
+    from torch.distributed.tensor import _collective_utils, _redistribute, _sharding_prop, debug
+
+    clears = [
+        getattr(debug, "_clear_sharding_prop_cache", None),
+        getattr(_redistribute, "clear_redistribute_planner_cache", None),
+        getattr(getattr(_redistribute, "_gen_transform_infos", None), "cache_clear", None),
+        getattr(
+            getattr(_sharding_prop.ShardingPropagator, "_propagate_tensor_meta_cached", None),
+            "cache_clear",
+            None,
+        ),
+        getattr(
+            getattr(getattr(_collective_utils, "MeshTopoInfo", None), "build_from_mesh", None),
+            "cache_clear",
+            None,
+        ),
+    ]
+    for clear in clears:
+        if callable(clear):
+            clear()
+
+
+def release_meshes() -> int:
+    """Free the device meshes of :func:`shard_fsdp` (and with them their references to the process
+    group); returns how many are still alive (0 unless something outside this package holds one).
+
+    Call it once the sharded models are no longer referenced, before ``destroy_process_group``:
+    a gloo or NCCL backend is only shut down (its threads joined) when its last reference goes.
+    """
+    if not _MESHES:
+        return 0
+    _clear_dtensor_caches()
+    gc.collect()  # FSDP2's module state is cyclic: the models and their meshes go now
+    alive = sum(r() is not None for r in _MESHES)
+    _MESHES.clear()
+    if alive:
+        log.warning(
+            "%d FSDP device mesh(es) still referenced after the run: the process group outlives "
+            "destroy_process_group and is torn down at interpreter exit",
+            alive,
+        )
+    return alive
+
+
 def cleanup() -> None:
-    """Leave the process group (no-op for a single process)."""
+    """Leave the process group (no-op for a single process): free the FSDP meshes first, so that
+    destroying the group joins its backend's threads now, while the interpreter is alive."""
     if dist.is_available() and dist.is_initialized():
+        release_meshes()
         dist.destroy_process_group()
 
 
@@ -161,12 +219,16 @@ def shard_fsdp(
         block_lists: the block containers whose children become their own shards.
         reshard: free the gathered parameters after forward (saves memory, costs a re-gather).
     """
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
+    device = next(module.parameters()).device
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))  # over the default group
+    _MESHES.append(weakref.ref(mesh))
     for blocks in block_lists:
         for blk in blocks:
-            fully_shard(blk, reshard_after_forward=reshard)
-    fully_shard(module, reshard_after_forward=reshard)
+            fully_shard(blk, mesh=mesh, reshard_after_forward=reshard)
+    fully_shard(module, mesh=mesh, reshard_after_forward=reshard)
     return module
 
 

@@ -18,7 +18,6 @@ uninterrupted run). Process groups, DDP / FSDP2 wrapping and the SIGTERM flag ar
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 from collections.abc import Iterator, Mapping
@@ -40,7 +39,15 @@ from terrafm.ssl.checkpointing import (
     resume_run,
     save_run,
 )
-from terrafm.ssl.distributed import DistInfo, StopSignal, barrier, cleanup, init_distributed, unwrap
+from terrafm.ssl.distributed import (
+    DistInfo,
+    StopSignal,
+    barrier,
+    cleanup,
+    init_distributed,
+    release_meshes,
+    unwrap,
+)
 from terrafm.ssl.heads import MultiCropModel
 from terrafm.ssl.metrics import MetricsLog, Progress, RankMeProbe, step_record
 from terrafm.ssl.run_folder import (
@@ -281,18 +288,16 @@ def pretrain(
 
             source = build_source(cfg, info)
         result = train(cfg, info, source, resume)
-        # FSDP2's per-module state holds reference cycles, and through them its device mesh, the
-        # process group and the buffers of its last collectives. Left to the cycle collector they
-        # are freed at interpreter exit, where tearing down gloo's worker threads can abort the
-        # process (SIGABRT): free them now, while the group and the interpreter are alive.
-        gc.collect()
         # No rank leaves while another may still have collective work in flight (FSDP2 issues
         # its all-gathers asynchronously): a gloo peer that disappears mid-collective aborts the
-        # other rank ("terminate called without an active exception").
+        # other rank.
         barrier()
         return result
     finally:
         torch.set_num_threads(threads)
+        # FSDP2's device meshes hold the process group (through DTensor's caches): free them, so
+        # that destroying the group (here, or by the caller who created it) joins gloo's threads
+        # now and not during interpreter shutdown, where it can abort the process (SIGABRT).
+        release_meshes()
         if owns_group:
-            gc.collect()  # the same, on the way out of a failed run
             cleanup()
