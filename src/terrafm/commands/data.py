@@ -7,15 +7,18 @@ import argparse
 from terrafm.config import Flag, add_settings_arguments, settings_from_args
 from terrafm.data.loader import CurationConfig, QualityConfig
 
+# ``--any-sensor``: keep a cell that lacks some of the sensors (``CurationConfig.require_all``).
+ANY_SENSOR = Flag(
+    flag="--any-sensor",
+    help="keep cells with at least one sensor",
+    to=lambda given: {"require_all": False},
+    kwargs={"action": "store_true"},
+)
+
 # The curation and quality fields shown as flags (mapped onto the data library's own configs).
 _CURATION = (
     Flag("ocean_keep", help="fraction of ocean cells kept"),
-    Flag(
-        flag="--any-sensor",
-        help="keep cells with at least one sensor",
-        to=lambda given: {"require_all": False},
-        kwargs={"action": "store_true"},
-    ),
+    ANY_SENSOR,
     Flag("tile_size", help="tile side for GeoTIFF folders"),
 )
 _QUALITY = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from terrafm.commands.data import ANY_SENSOR
 from terrafm.config import Flag, add_settings_arguments, settings_from_args
 from terrafm.data.loader import CurationConfig
 
@@ -11,12 +12,7 @@ from terrafm.data.loader import CurationConfig
 _CURATION = (
     Flag("tiles_per_side", help="Major-TOM cell split (2: 4 tiles)"),
     Flag("tile_size", help="tile side for GeoTIFF folders"),
-    Flag(
-        flag="--any-sensor",
-        help="keep cells with at least one sensor",
-        to=lambda given: {"require_all": False},
-        kwargs={"action": "store_true"},
-    ),
+    ANY_SENSOR,
     Flag("max_cloud_cover", help="drop S2 rows above this cloud cover (%%)"),
     Flag("max_nodata", help="drop rows above this no-data fraction"),
     Flag("s1_unit", help="S1 unit of GeoTIFF folders", kwargs={"choices": ["dB", "linear"]}),
