@@ -33,6 +33,7 @@ import yaml
 from terrafm import errors
 from terrafm.data.loader import CurationConfig, QualityConfig
 from terrafm.data.multicrop import MultiCropConfig
+from terrafm.data.photometric import PhotometricConfig
 
 __all__ = [
     "ABLATIONS",
@@ -200,6 +201,8 @@ class DataConfig:
     curation: CurationConfig = field(default_factory=CurationConfig)
     # Pixel and sample quality: invalid share per tile, cloud masking, skip or stop on bad samples.
     quality: QualityConfig = field(default_factory=QualityConfig)
+    # Per-view photometric jitter, beyond the paper (off: ``prob = 0``; docs/pretraining.md).
+    photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
 
 
 @dataclass

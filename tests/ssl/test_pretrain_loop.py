@@ -52,6 +52,17 @@ def test_resume_is_exact(tiny_cfg) -> None:
     assert steps == [1, 2, 3, 4]
 
 
+def test_photometric_jitter_changes_the_run_and_resumes_exactly(tiny_cfg) -> None:
+    on = "data.photometric.prob=1.0"
+    plain = pretrain(tiny_cfg("train.max_steps=3", out="plain"), _source())
+    straight = pretrain(tiny_cfg("train.max_steps=3", on, out="straight"), _source())
+    a, b = load_training_state(plain.checkpoint), load_training_state(straight.checkpoint)
+    assert any(not torch.equal(a["student"][k], b["student"][k]) for k in a["student"])
+    pretrain(tiny_cfg("train.max_steps=2", on, out="resumed"), _source())
+    resumed = pretrain(tiny_cfg("train.max_steps=3", on, out="resumed"), _source(), resume=True)
+    _assert_same_state(b, load_training_state(resumed.checkpoint))
+
+
 def test_resume_refuses_changed_recipe(tiny_cfg) -> None:
     pretrain(tiny_cfg("train.max_steps=1"), _source())
     with pytest.raises(ValueError, match=r"optim\.lr"):

@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 
 from terrafm.config import PretrainConfig, save_config
+from terrafm.data.photometric import PhotometricJitter
 from terrafm.errors import TerraFMError
 from terrafm.ssl.batch import check_batch
 from terrafm.ssl.build import TrainingObjects, build_training, high_freq_set, schedules_for
@@ -160,6 +161,7 @@ def train(cfg: PretrainConfig, info: DistInfo, source: BatchSource, resume: bool
     metrics = out / "metrics.jsonl"
     mlog = MetricsLog(metrics, resume_step=at.step if resume else None) if info.is_main else None
     probe = RankMeProbe(_rankme_every(cfg, info), info.device)
+    jitter = PhotometricJitter(cfg.data.photometric, cfg.train.seed)
     images = cfg.data.batch_size * info.world_size
     streak = 0  # consecutive non-finite steps
     signalled = False
@@ -175,12 +177,15 @@ def train(cfg: PretrainConfig, info: DistInfo, source: BatchSource, resume: bool
                 probe.keep(batch)
                 check_batch(batch)
                 hp = sched.at(at.step)
+                on_device = to_device(batch, info.device)
+                if jitter.cfg.enabled:
+                    on_device = jitter(on_device, at.step, info.rank)
                 res = train_step(
                     objs.student,
                     objs.teacher,
                     objs.loss,
                     objs.optimizer,
-                    to_device(batch, info.device),
+                    on_device,
                     hp,
                     freeze_last_layer=at.step < sched.freeze_last_layer_steps,
                     clip_grad=cfg.optim.clip_grad,

@@ -1,0 +1,194 @@
+"""Compare pretraining variants of the quickstart recipe on the *validation* split.
+
+Choosing between recipes on the test split would tune on it; this script is how variants are
+compared before the test split is read. Each variant is the quickstart's resolved pretraining
+config (``pretrain_quickstart`` with the preset's overrides, the given seed) plus ``key=value``
+overrides; it runs the full schedule on the quickstart world and probes the exported teacher with
+the quickstart's own protocols (kNN with all and with 1 % of the labels, the linear probe, the
+linear segmentation probe, cross-sensor retrieval and the missing-sensor kNN), except that the
+held-out split is ``val``: the task folders are re-read with ``val`` in the place of ``test``.
+The random-init encoder of the same seed is the reference row.
+
+    .venv/bin/python benchmarks/pretrain_variants.py --out runs/variants \\
+        --variants recipe "jitter:data.photometric.prob=0.8"
+
+A variant is ``name`` (a name of :data:`VARIANTS`) or ``name:key=value,key=value``. Finished
+runs in ``--out`` are reused (same config); results go to ``<out>/variants.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+VARIANTS: dict[str, list[str]] = {
+    "recipe": [],
+    "photometric": ["data.photometric.prob=0.8"],
+    "masked_patch": ["loss.ibot.enabled=true"],
+}
+ROWS = [  # (key in the evaluation record, label)
+    ("s2_l2a/knn_top1_fraction", "kNN 1 % S2"),
+    ("s2_l2a/knn_top1_full", "kNN 100 % S2"),
+    ("s2_l2a/linear_top1", "linear S2"),
+    ("s2_l2a/miou", "seg mIoU S2"),
+    ("s1+s2_l2a/knn_top1_fraction", "kNN 1 % fused"),
+    ("s1+s2_l2a/knn_top1_full", "kNN 100 % fused"),
+    ("s1+s2_l2a/linear_top1", "linear fused"),
+    ("s1+s2_l2a/miou", "seg mIoU fused"),
+    ("cross/retrieval_r1_s1_to_s2", "R@1 S1->S2"),
+    ("cross/fused_to_s2_l2a_knn_fraction", "kNN 1 % fused -> S2"),
+    ("s2_l2a/rankme_cls", "RankMe CLS S2"),
+]
+
+
+def _variant(spec: str) -> tuple[str, list[str]]:
+    if ":" in spec:
+        name, rest = spec.split(":", 1)
+        return name, [x for x in rest.split(",") if x]
+    if spec not in VARIANTS:
+        sys.exit(f"unknown variant {spec!r}; choose from {sorted(VARIANTS)} or name:key=value,...")
+    return spec, VARIANTS[spec]
+
+
+def validation_tasks(world_tasks: Path, out: Path) -> Path:
+    """Task folders whose ``test`` split is the original ``val`` split (the test split dropped).
+
+    Sensor folders and ``task.json`` are symlinks; only ``samples.csv`` is rewritten.
+    """
+    for task in ("landcover_cls", "landcover_seg"):
+        src, dst = world_tasks / task, out / task
+        dst.mkdir(parents=True, exist_ok=True)
+        for item in src.iterdir():
+            link = dst / item.name
+            if item.name != "samples.csv" and not link.exists():
+                link.symlink_to(item.resolve())
+        with open(src / "samples.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        if not rows:
+            raise SystemExit(f"{src / 'samples.csv'}: no samples")
+        kept = []
+        for r in rows:
+            if r["split"] == "test":
+                continue
+            kept.append({**r, "split": "test" if r["split"] == "val" else r["split"]})
+        with open(dst / "samples.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(kept)
+    return out
+
+
+def _flatten(res: dict[str, Any], cross: dict[str, Any]) -> dict[str, float]:
+    flat = {f"{s}/{k}": v for s, r in res.items() for k, v in r.items() if isinstance(v, float)}
+    for k, v in cross.items():
+        if isinstance(v, (int, float)):
+            flat[f"cross/{k}"] = float(v)
+    return flat
+
+
+def _evaluate(model: torch.nn.Module, tasks: Path, preset: Any, seed: int) -> dict[str, float]:
+    from terrafm.eval import load_task
+    from terrafm.eval.runner import Evaluator
+    from terrafm.quickstart.evaluate import cross_sensor, evaluate_encoder, probe_settings
+    from terrafm.quickstart.presets import SENSOR_SETS
+
+    cls_task = load_task("folder", "landcover_cls", tasks)
+    seg_task = load_task("folder", "landcover_seg", tasks)
+    sets = [s for s in SENSOR_SETS if s != ("s1",) and list(s) != ["s1"]]
+    classifier = Evaluator(model, cls_task, probe_settings(preset.probes, seed))
+    res = evaluate_encoder(model, cls_task, seg_task, sets, preset.probes, seed, classifier)
+    return _flatten(res, _cross_flat(cross_sensor(classifier, preset.probes, seed)))
+
+
+def _cross_flat(cross: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {f"retrieval_{k}": v for k, v in cross["retrieval"].items()}
+    for name, r in cross["missing_sensor"].items():
+        if isinstance(r, dict):
+            out[f"fused_to_{name}_knn_full"] = r["knn_top1_full"]
+            out[f"fused_to_{name}_knn_fraction"] = r["knn_top1_fraction"]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=Path("runs/variants"))
+    ap.add_argument("--world", type=Path, default=None, help="default: <out>/world")
+    ap.add_argument("--variants", nargs="+", default=["recipe", "photometric"])
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    from terrafm.config import PretrainConfig, load_config, to_dict
+    from terrafm.models import load_model
+    from terrafm.quickstart.pipeline import (
+        build_pretrain_config,
+        build_world,
+        random_encoder,
+        run_pretraining,
+    )
+    from terrafm.quickstart.presets import get_preset
+
+    preset = get_preset("quickstart")
+    world = args.world or args.out / "world"
+    build_world(world, preset, args.seed)
+    tasks = validation_tasks(world / "tasks", args.out / "val_tasks")
+    record_path = args.out / "variants.json"
+    record: dict[str, Any] = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    rows = record.setdefault("variants", {})
+    base = None
+    for spec in args.variants:
+        name, overrides = _variant(spec)
+        base = build_pretrain_config(preset, world, args.out / name, args.seed)
+        cfg = (
+            base if not overrides else _with(base, overrides, load_config, PretrainConfig, to_dict)
+        )
+        t = time.perf_counter()
+        run = run_pretraining(cfg)
+        secs = time.perf_counter() - t
+        torch.set_num_threads(1)
+        probe = _evaluate(load_model(run.encoder), tasks, preset, args.seed)
+        rows[name] = {"overrides": overrides, "steps": run.steps, "seconds": secs, **probe}
+        record_path.write_text(json.dumps(record, indent=1))
+        print(f"{name}: {run.steps} steps, {secs:.0f} s", flush=True)
+    if base is not None and "random" not in record:
+        record["random"] = _evaluate(random_encoder(base), tasks, preset, args.seed)
+        record_path.write_text(json.dumps(record, indent=1))
+    _table(record)
+
+
+def _with(base: Any, overrides: list[str], load_config: Any, cls: Any, to_dict: Any) -> Any:
+    """``base`` with ``key=value`` overrides applied (through the strict loader)."""
+    import tempfile
+
+    import yaml
+
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump(to_dict(base), f)
+    try:
+        return load_config(cls, f.name, overrides).validate()
+    finally:
+        Path(f.name).unlink()
+
+
+def _table(record: dict[str, Any]) -> None:
+    cols = ["random", *record["variants"]]
+    print("| validation split | " + " | ".join(cols) + " |")
+    print("|---|" + "---|" * len(cols))
+    for key, label in ROWS:
+        vals = [record.get("random", {}).get(key)] + [
+            record["variants"][c].get(key) for c in cols[1:]
+        ]
+        cells = ["" if v is None else f"{v:.1f}" for v in vals]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
