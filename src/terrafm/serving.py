@@ -17,7 +17,7 @@ import io
 import json
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,12 +187,25 @@ class ExportCheck:
         return max(self.cls, self.patch_tokens) <= atol
 
 
-def _reference(
-    model: TerraFM, sensors: Sequence[str], args: tuple[torch.Tensor, ...]
-) -> tuple[np.ndarray, np.ndarray]:
+def _compare(
+    run: Callable[[tuple[torch.Tensor, ...]], tuple[np.ndarray, np.ndarray]],
+    model: TerraFM,
+    sensors: Sequence[str],
+    height: int,
+    width: int,
+    batch: int,
+) -> ExportCheck:
+    """Feed one random input to an exported program (``run``: the per-sensor tensors -> its CLS
+    and patch tokens) and to the PyTorch model, and measure how far the outputs differ."""
+    args = _example(model, sensors, height, width, batch, seed=1)
+    cls, tokens = run(args)
     with torch.no_grad():
-        cls, tokens = ServingEncoder(model.eval(), sensors)(*args)
-    return cls.numpy(), tokens.numpy()
+        ref_cls, ref_tokens = ServingEncoder(model.eval(), sensors)(*args)
+    return ExportCheck(
+        float(np.abs(cls - ref_cls.numpy()).max()),
+        float(np.abs(tokens - ref_tokens.numpy()).max()),
+        batch,
+    )
 
 
 def check_onnx(
@@ -209,13 +222,13 @@ def check_onnx(
     """
     import onnxruntime as ort
 
-    args = _example(model, sensors, height, width, batch, seed=1)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    cls, tokens = sess.run(list(OUTPUT_NAMES), {s: a.numpy() for s, a in zip(sensors, args)})
-    ref_cls, ref_tokens = _reference(model, sensors, args)
-    return ExportCheck(
-        float(np.abs(cls - ref_cls).max()), float(np.abs(tokens - ref_tokens).max()), batch
-    )
+
+    def run(args: tuple[torch.Tensor, ...]) -> tuple[np.ndarray, np.ndarray]:
+        cls, tokens = sess.run(list(OUTPUT_NAMES), {s: a.numpy() for s, a in zip(sensors, args)})
+        return cls, tokens
+
+    return _compare(run, model, sensors, height, width, batch)
 
 
 def check_torch_export(
@@ -227,13 +240,11 @@ def check_torch_export(
     batch: int = 3,
 ) -> ExportCheck:
     """Load a ``.pt2`` program and compare it with the PyTorch model on random input."""
-    ep = torch.export.load(str(path))
-    args = _example(model, sensors, height, width, batch, seed=1)
-    with torch.no_grad():
-        cls, tokens = ep.module()(*args)
-    ref_cls, ref_tokens = _reference(model, sensors, args)
-    return ExportCheck(
-        float(np.abs(cls.numpy() - ref_cls).max()),
-        float(np.abs(tokens.numpy() - ref_tokens).max()),
-        batch,
-    )
+    program = torch.export.load(str(path)).module()
+
+    def run(args: tuple[torch.Tensor, ...]) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            cls, tokens = program(*args)
+        return cls.numpy(), tokens.numpy()
+
+    return _compare(run, model, sensors, height, width, batch)

@@ -109,3 +109,32 @@ def test_evaluator_numbers_match_a_direct_computation(tmp_path, tiny_model):
         assert r.sensors == ["s1", "s2_l2a"] and r.details["test_sensors"] == ["s2_l2a"]
     with pytest.raises(ValueError, match="test_sensors applies to knn and linear"):
         ev.run("retrieval", test_sensors="s1")
+
+
+def test_evaluator_runs_both_extractions_alike(tmp_path, tiny_model, monkeypatch):
+    """Frozen features and patch tokens get the same device, dtype, cache, workers and limits."""
+    import terrafm.eval.runner as runner
+
+    seen: dict[str, dict[str, object]] = {}
+
+    class _Stop(Exception):
+        pass
+
+    def recorder(name):  # type: ignore[no-untyped-def]
+        def extract(model, ds, **kw):  # type: ignore[no-untyped-def]
+            seen[name] = kw
+            raise _Stop
+
+        return extract
+
+    monkeypatch.setattr(runner, "extract_features", recorder("features"))
+    monkeypatch.setattr(runner, "extract_patch_tokens", recorder("patches"))
+    running = {"device": "cpu", "dtype": "bfloat16", "cache_dir": str(tmp_path / "c"),
+               "num_workers": 3, "progress": False, "max_skipped": 0.25}  # fmt: skip
+    ev = Evaluator(tiny_model, _toy(tmp_path), feature_batch=5, tile=16, **running)
+    with pytest.raises(_Stop):
+        ev.features("test", "s1", views=4)
+    with pytest.raises(_Stop):
+        ev.patch_tokens("test", "s1")
+    assert seen["features"] == {"batch_size": 5, "views": 4, **running}
+    assert seen["patches"] == {"tile": 16, "batch_size": 5, **running}

@@ -56,3 +56,24 @@ def test_export_refuses_bad_sizes_and_sensors(tiny, tmp_path):
         export_torch(tiny, ["s1"], tmp_path / "m.pt2", 30, 32)
     with pytest.raises(ValueError, match="each sensor once"):
         export_torch(tiny, ["s1", "s1"], tmp_path / "m.pt2", 32, 32)
+
+
+ONNX = pytest.param("onnx", marks=pytest.mark.slow)  # the ONNX export takes seconds
+
+
+@pytest.mark.parametrize("fmt", ["torch", ONNX])
+def test_checks_measure_a_different_model(tiny, tmp_path, fmt):
+    """A check reports the gap to the PyTorch model it is given, not a constant."""
+    import copy
+
+    if fmt == "onnx":
+        path, check = export_onnx(tiny, ["s1"], tmp_path / "m.onnx", H, W), check_onnx
+    else:
+        path, check = export_torch(tiny, ["s1"], tmp_path / "m.pt2", H, W), check_torch_export
+    other = copy.deepcopy(tiny)
+    with torch.no_grad():
+        other.norm.bias += 0.5  # every output token moves by exactly 0.5
+    gap = check(path, other, ["s1"], H, W, batch=2)
+    assert gap.batch == 2 and not gap.ok(0.4)
+    assert gap.cls == pytest.approx(0.5, abs=1e-4)
+    assert gap.patch_tokens == pytest.approx(0.5, abs=1e-4)

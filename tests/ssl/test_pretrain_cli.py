@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -11,47 +12,20 @@ import yaml
 from terrafm.cli import main
 from terrafm.models import create_model
 
-SMALL = [
-    "optim.epochs=2",
-    "data.batch_size=4",
-    "data.multicrop.global_size=32",
-    "data.multicrop.local_size=16",
-    "data.multicrop.n_local=2",
-    "data.num_workers=0",
-    "data.cache_mb=64",
-    "head.out_dim=64",
-    "head.hidden_dim=64",
-    "head.bottleneck_dim=32",
-    "train.progress=false",
-]
 
-
-def _pretrain(world: Path, out: Path, *extra: str, opts: tuple[str, ...] = ()) -> int:
-    return main(
-        [
-            "pretrain",
-            "--config",
-            "pretrain_tiny_cpu",
-            *opts,
-            f"data.root={world}",
-            f"train.output_dir={out}",
-            *SMALL,
-            *extra,
-        ]
-    )
-
-
-def test_cli_pretrain_resume_export(mini_world: Path, tmp_path: Path) -> None:
+def test_cli_pretrain_resume_export(
+    mini_world: Path, pretrain_cli: Callable[..., int], tmp_path: Path
+) -> None:
     out = tmp_path / "run"
-    assert _pretrain(mini_world, out, "train.max_steps=2") == 0
+    assert pretrain_cli(mini_world, out, "train.max_steps=2") == 0
     recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert recs and all(isinstance(r["loss"], float) and r["loss"] > 0 for r in recs)
     assert (out / "loss_curve.png").stat().st_size > 0
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["data"]["root"] == str(mini_world) and saved["model"]["name"] == "terrafm_tiny"
     # Same run continued: refused without --resume, continued with it.
-    assert _pretrain(mini_world, out, "train.max_steps=3") == 2
-    assert _pretrain(mini_world, out, "train.max_steps=3", opts=("--resume",)) == 0
+    assert pretrain_cli(mini_world, out, "train.max_steps=3") == 2
+    assert pretrain_cli(mini_world, out, "train.max_steps=3", opts=("--resume",)) == 0
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 3
     assert main(["export", str(out), "--out", str(tmp_path / "ours")]) == 0
     model = create_model("terrafm_tiny", pretrained=tmp_path / "ours.pth")
@@ -60,14 +34,16 @@ def test_cli_pretrain_resume_export(mini_world: Path, tmp_path: Path) -> None:
     assert (tmp_path / "ours.safetensors").is_file()
 
 
-def test_cli_ablation_and_config_errors(mini_world: Path, tmp_path: Path, caplog) -> None:
+def test_cli_ablation_and_config_errors(
+    mini_world: Path, pretrain_cli: Callable[..., int], tmp_path: Path, caplog
+) -> None:
     out = tmp_path / "ablate"
-    code = _pretrain(
+    code = pretrain_cli(
         mini_world, out, "train.max_steps=1", opts=("--ablate", "fusion,dual_centering")
     )
     assert code == 0
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["data"]["fusion"] is False and saved["loss"]["dual_centering"] is False
-    assert _pretrain(mini_world, tmp_path / "bad", "optim.lrr=1") == 2
+    assert pretrain_cli(mini_world, tmp_path / "bad", "optim.lrr=1") == 2
     assert "unknown config key 'optim.lrr'" in caplog.text
     assert main(["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2

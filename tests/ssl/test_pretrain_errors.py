@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,25 +14,6 @@ import torch
 
 import terrafm.outputs
 from terrafm.cli import main
-
-SMALL = [
-    "optim.epochs=1",
-    "data.batch_size=4",
-    "data.multicrop.global_size=32",
-    "data.multicrop.local_size=16",
-    "data.multicrop.n_local=2",
-    "data.num_workers=0",
-    "data.cache_mb=64",
-    "head.out_dim=64",
-    "head.hidden_dim=64",
-    "head.bottleneck_dim=32",
-    "train.progress=false",
-]
-
-
-def _pretrain(world: Path, out: Path, *extra: str, opts: tuple[str, ...] = ()) -> int:
-    args = ["pretrain", "--config", "pretrain_tiny_cpu", *opts, f"data.root={world}"]
-    return main([*args, f"train.output_dir={out}", *SMALL, *extra])
 
 
 def _err(capsys: pytest.CaptureFixture[str]) -> list[str]:
@@ -51,7 +33,10 @@ def read_only(monkeypatch: pytest.MonkeyPatch, folder: Path, code: int = errno.E
 
 
 def test_corrupt_major_tom_metadata(
-    mini_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    mini_world: Path,
+    pretrain_cli: Callable[..., int],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     import shutil
 
@@ -60,7 +45,7 @@ def test_corrupt_major_tom_metadata(
     meta = world / "S2L2A" / "metadata.parquet"
     meta.write_bytes(meta.read_bytes()[:-100])  # truncated
     out = tmp_path / "run"
-    assert _pretrain(world, out, "train.max_steps=1") == 1
+    assert pretrain_cli(world, out, "train.max_steps=1") == 1
     err = _err(capsys)
     assert len(err) == 1 and err[0].startswith(
         f"terrafm pretrain: error: {meta}: not a parquet file, or a truncated one"
@@ -69,11 +54,14 @@ def test_corrupt_major_tom_metadata(
 
 
 def test_resume_without_checkpoint(
-    mini_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    mini_world: Path,
+    pretrain_cli: Callable[..., int],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / "empty"
     out.mkdir()
-    assert _pretrain(mini_world, out, "train.max_steps=1", opts=("--resume",)) == 2
+    assert pretrain_cli(mini_world, out, "train.max_steps=1", opts=("--resume",)) == 2
     err = _err(capsys)
     assert err == [
         f"terrafm pretrain: error: {out / 'checkpoint.pt'}: no checkpoint to resume in "
@@ -84,6 +72,7 @@ def test_resume_without_checkpoint(
 
 def test_read_only_output_dir(
     mini_world: Path,
+    pretrain_cli: Callable[..., int],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -92,7 +81,7 @@ def test_read_only_output_dir(
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     read_only(monkeypatch, out)
-    assert _pretrain(mini_world, out, "train.max_steps=1") == 1
+    assert pretrain_cli(mini_world, out, "train.max_steps=1") == 1
     err = _err(capsys)
     assert err == [
         f"terrafm pretrain: error: cannot write train.output_dir {out}: read-only file system"
@@ -103,13 +92,14 @@ def test_read_only_output_dir(
 
 def test_full_disk_at_checkpoint_save(
     mini_world: Path,
+    pretrain_cli: Callable[..., int],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """torch's zip writer reports a full disk as ``unexpected pos``: say what it means."""
     out = tmp_path / "run"
-    assert _pretrain(mini_world, out, "train.max_steps=1") == 0
+    assert pretrain_cli(mini_world, out, "train.max_steps=1") == 0
     before = (out / "checkpoint.pt").read_bytes()
     real_save = torch.save
 
@@ -122,7 +112,7 @@ def test_full_disk_at_checkpoint_save(
 
     monkeypatch.setattr(torch, "save", full)
     monkeypatch.setattr(terrafm.outputs, "_free_bytes", lambda folder: 4096)
-    assert _pretrain(mini_world, out, "train.max_steps=2", opts=("--resume",)) == 1
+    assert pretrain_cli(mini_world, out, "train.max_steps=2", opts=("--resume",)) == 1
     monkeypatch.setattr(torch, "save", real_save)
     err = _err(capsys)
     assert len(err) == 1, err
@@ -135,17 +125,17 @@ def test_full_disk_at_checkpoint_save(
 
 
 def test_resume_removes_stale_temporaries_and_files_get_the_umask(
-    mini_world: Path, tmp_path: Path
+    mini_world: Path, pretrain_cli: Callable[..., int], tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
     old = os.umask(0o022)
     try:
-        assert _pretrain(mini_world, out, "train.max_steps=1") == 0
+        assert pretrain_cli(mini_world, out, "train.max_steps=1") == 0
         stale = out / ".loss_curve.png.abc123.tmp"
         stale.write_bytes(b"")  # what a kill -9 during the plot leaves
         keep = out / ".notes.txt.abc.tmp"  # not one of the run's files
         keep.write_bytes(b"")
-        assert _pretrain(mini_world, out, "train.max_steps=2", opts=("--resume",)) == 0
+        assert pretrain_cli(mini_world, out, "train.max_steps=2", opts=("--resume",)) == 0
     finally:
         os.umask(old)
     assert not stale.exists() and keep.exists()
@@ -155,10 +145,13 @@ def test_resume_removes_stale_temporaries_and_files_get_the_umask(
 
 
 def test_export_never_overwrites_unasked(
-    mini_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    mini_world: Path,
+    pretrain_cli: Callable[..., int],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     run = tmp_path / "run"
-    assert _pretrain(mini_world, run, "train.max_steps=1") == 0
+    assert pretrain_cli(mini_world, run, "train.max_steps=1") == 0
     (tmp_path / "enc.pth").write_bytes(b"someone else's weights")
     assert main(["export", str(run), "--out", str(tmp_path / "enc")]) == 1
     assert _err(capsys) == [

@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 from torch import nn
@@ -168,6 +168,25 @@ def _feature_key(s: EvalSettings) -> tuple[Any, ...]:
     return (s.normalization, s.image_size, s.device, s.dtype, s.on_error, s.missing_sensor)
 
 
+class _Running(TypedDict):
+    """The keyword arguments both extractions take from the settings: where and how, not what."""
+
+    device: str
+    dtype: str | None
+    cache_dir: str | None
+    num_workers: int
+    progress: bool
+    max_skipped: float
+
+
+def _extraction_kwargs(s: EvalSettings) -> _Running:
+    """The running settings :meth:`Evaluator.features` and :meth:`Evaluator.patch_tokens` pass."""
+    return _Running(
+        device=s.device, dtype=s.dtype, cache_dir=s.cache_dir, num_workers=s.num_workers,
+        progress=s.progress, max_skipped=s.max_skipped,
+    )  # fmt: skip
+
+
 def _train_subset(
     task: EvalTask, train: Features, partition: str | None, s: EvalSettings
 ) -> tuple[Features, str]:
@@ -282,10 +301,8 @@ class Evaluator:
         if key not in self._features:
             ds = _dataset(self.task, split, chosen, s, partition)
             self._features[key] = extract_features(
-                self.model, ds, batch_size=bs, device=s.device, dtype=s.dtype, views=views,
-                cache_dir=s.cache_dir, num_workers=s.num_workers, progress=s.progress,
-                max_skipped=s.max_skipped,
-            )  # fmt: skip
+                self.model, ds, batch_size=bs, views=views, **_extraction_kwargs(s)
+            )
         return self._features[key]
 
     def patch_tokens(
@@ -312,10 +329,8 @@ class Evaluator:
             else:
                 ds = _dataset(self.task, split, chosen, s)
             self._patches[key] = extract_patch_tokens(
-                self.model, ds, tile=s.tile, batch_size=bs, device=s.device, dtype=s.dtype,
-                cache_dir=s.cache_dir, num_workers=s.num_workers, progress=s.progress,
-                max_skipped=s.max_skipped,
-            )  # fmt: skip
+                self.model, ds, tile=s.tile, batch_size=bs, **_extraction_kwargs(s)
+            )
         return self._patches[key]
 
     # ------------------------------------------------------------------ protocols

@@ -129,6 +129,27 @@ class _DualCentres(nn.Module):
         return torch.isin(lc, self.high_freq.to(device)).to(torch.float32)
 
     @torch.no_grad()
+    def new_centres(
+        self, teacher_logits: torch.Tensor, landcover: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """New values of ``c`` and ``c_h`` (not yet stored) from one step's teacher logits.
+
+        Args:
+            teacher_logits: (V * B, K) or (V * B, P, K) raw teacher logits, view-major; every
+                row of a sample (its CLS, or each of its P patches) counts towards ``c_h`` when
+                the sample's class is in H.
+            landcover: (B,) land-cover code of each sample.
+
+        Returns:
+            ``(c_new (1, K), c_h_new (1, K), n_h)``, ``n_h`` the rows in H over all ranks.
+        """
+        n, k = teacher_logits.shape[0], teacher_logits.shape[-1]
+        g = teacher_logits.detach().float().reshape(-1, k)  # (V * B * P, K)
+        in_h = self.in_h(landcover, n // landcover.shape[0], g.device)  # (V * B,)
+        in_h = in_h.repeat_interleave(g.shape[0] // n)  # (V * B * P,)
+        return _ema_centres(g, in_h, self.center, self.center_h, self.center_momentum, self.dual)
+
+    @torch.no_grad()
     def commit(self, out: LossOutput | PatchLossOutput) -> None:
         """Store the centre values of an accepted step."""
         self.center.copy_(out.new_center)
@@ -194,11 +215,7 @@ class DualCenteredDINOLoss(_DualCentres):
             ``(c_new (1, K), c_h_new (1, K), n_h)``; ``c_h_new`` equals ``c_h`` when no sample of
             H is in the batch on any rank.
         """
-        g = teacher_out.detach().float()  # (T * B, K)
-        in_h = self.in_h(landcover, g.shape[0] // landcover.shape[0], g.device)  # (T * B,)
-        c_new, c_h_new, n_h = _ema_centres(
-            g, in_h, self.center, self.center_h, self.center_momentum, self.dual
-        )
+        c_new, c_h_new, n_h = self.new_centres(teacher_out, landcover)
         return c_new, c_h_new, int(n_h.item())
 
     # ------------------------------------------------------------------ loss
@@ -320,15 +337,7 @@ class PatchDistillationLoss(_DualCentres):
         with torch.no_grad():
             ent = -(pt * torch.log(pt.clamp_min(1e-12))).sum(-1)  # (N, P)
             kl = (ce.detach() - ent[token_masks]).mean() if m else ce.new_zeros(())
-            in_h = self.in_h(landcover, n // landcover.shape[0], pt.device)  # (N,)
-            c_new, c_h_new, _ = _ema_centres(
-                teacher_patch.detach().float().reshape(n * p, k),
-                in_h.repeat_interleave(p),
-                self.center,
-                self.center_h,
-                self.center_momentum,
-                self.dual,
-            )
+            c_new, c_h_new, _ = self.new_centres(teacher_patch, landcover)
         return PatchLossOutput(loss, ent.mean(), kl, m, c_new, c_h_new)
 
 
