@@ -126,7 +126,7 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from terrafm.config import PretrainConfig, load_config, to_dict
+    from terrafm.config import PretrainConfig, apply_overrides, from_dict, to_dict
     from terrafm.models import load_model
     from terrafm.quickstart.pipeline import (
         build_pretrain_config,
@@ -147,9 +147,7 @@ def main() -> None:
     for spec in args.variants:
         name, overrides = _variant(spec)
         base = build_pretrain_config(preset, world, args.out / name, args.seed)
-        cfg = (
-            base if not overrides else _with(base, overrides, load_config, PretrainConfig, to_dict)
-        )
+        cfg = from_dict(PretrainConfig, apply_overrides(to_dict(base), overrides)).validate()
         t = time.perf_counter()
         run = run_pretraining(cfg)
         secs = time.perf_counter() - t
@@ -162,20 +160,6 @@ def main() -> None:
         record["random"] = _evaluate(random_encoder(base), tasks, preset, args.seed)
         record_path.write_text(json.dumps(record, indent=1))
     _table(record)
-
-
-def _with(base: Any, overrides: list[str], load_config: Any, cls: Any, to_dict: Any) -> Any:
-    """``base`` with ``key=value`` overrides applied (through the strict loader)."""
-    import tempfile
-
-    import yaml
-
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        yaml.safe_dump(to_dict(base), f)
-    try:
-        return load_config(cls, f.name, overrides).validate()
-    finally:
-        Path(f.name).unlink()
 
 
 def _table(record: dict[str, Any]) -> None:

@@ -318,7 +318,7 @@ def _gain_check(h: dict[str, float], key: str, what: str, min_gain: float | None
 
 
 def acceptance(h: dict[str, float], wall: float) -> dict[str, Any]:
-    """The issue's acceptance checks on measured numbers (nothing here is tuned to pass).
+    """The quickstart's acceptance checks on measured numbers (nothing here is tuned to pass).
 
     One entry per check in ``checks`` (values, threshold, pass/fail); ``passed`` maps each check's
     name to its outcome. A check whose numbers were not measured (a key missing from ``h``) is
@@ -345,7 +345,7 @@ def acceptance(h: dict[str, float], wall: float) -> dict[str, Any]:
             not_measured.append(name)
             continue
         c = _gain_check(h, key, name, None)
-        # The issue accepts the "+ masked patch distillation" encoder here when it is measured.
+        # Segmentation may be met by the "+ masked patch distillation" encoder when it is measured.
         masked = h.get(key.replace("miou", "miou_masked", 1) + "_pretrained")
         if masked is not None:
             c["values"]["masked_pretrained"] = masked
