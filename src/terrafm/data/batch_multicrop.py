@@ -37,7 +37,17 @@ from terrafm.data.multicrop import Box, MultiCropConfig, ViewPlan, resize
 from terrafm.errors import ConfigError
 from terrafm.sensors import get_sensor
 
-__all__ = ["BatchMultiCrop", "Encoding", "aa_weights", "bilinear_weights", "resolve_device"]
+__all__ = [
+    "BatchMultiCrop",
+    "Encoding",
+    "Group",
+    "GroupWindow",
+    "aa_weights",
+    "bilinear_weights",
+    "composed_weights",
+    "resolve_device",
+    "upsample_weights",
+]
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,86 @@ class Encoding:
 
     scale: float
     offset: float
+
+
+@dataclass(frozen=True)
+class Group:
+    """One array of a shard store: bands of one sensor at one native resolution.
+
+    Attributes:
+        array: array name in the store.
+        factor: one stored pixel spans ``factor`` x ``factor`` pixels of the 10 m grid.
+        halo: stored pixels beyond the tile on each side.
+        bands: indices of the array's bands in the sensor's stem order.
+    """
+
+    array: str
+    factor: int
+    halo: int
+    bands: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class GroupWindow:
+    """The stored pixels of one :class:`Group` that a read window of the 10 m grid needs.
+
+    Attributes:
+        data: (len(bands), h, w) stored integers.
+        factor: as :attr:`Group.factor`.
+        bands: as :attr:`Group.bands`.
+        origin: (row, col): pixel ``q`` of the 10 m window samples ``data`` at ``origin + q /
+            factor`` (bilinear, pixel centres aligned); (0, 0) with ``factor`` 1, where ``data``
+            is the window itself.
+    """
+
+    data: np.ndarray
+    factor: int
+    bands: tuple[int, ...]
+    origin: tuple[float, float] = (0.0, 0.0)
+
+
+def upsample_weights(n_in: int, count: int, factor: int, origin: float) -> np.ndarray:
+    """(count, n_in) float64 weights of bilinear resampling of native pixels onto ``count`` 10 m
+    pixels: pixel ``q`` samples ``u = origin + q / factor`` (clamped to the window) from
+    ``floor(u)`` and ``floor(u) + 1``, as :func:`terrafm.io.resample.axis_weights` does on a
+    whole raster."""
+    u = np.clip(origin + np.arange(count) / factor, 0.0, n_in - 1)
+    i0 = np.floor(u).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    lam = u - i0
+    out = np.zeros((count, n_in))
+    rows = np.arange(count)
+    out[rows, i0] += 1.0 - lam
+    out[rows, i1] += lam
+    return out
+
+
+def composed_weights(
+    resample: str, n_in: int, factor: int, origin: float, start: int, count: int, size: int
+) -> np.ndarray:
+    """(size, n_in) float32 weights of one resampling from native pixels straight to a view.
+
+    The product of the view's filter (``count`` 10 m pixels from ``start`` -> ``size``,
+    :func:`aa_weights` or :func:`bilinear_weights`) and the bilinear upsampling of the native
+    pixels onto those 10 m pixels (:func:`upsample_weights`): both linear, so applying this one
+    matrix equals resampling to the 10 m grid and then to the view, up to float rounding.
+    """
+    weights = aa_weights if resample == "antialias" else bilinear_weights
+    view = weights(count, size).astype(np.float64)  # (size, count)
+    if factor == 1:
+        out = np.zeros((size, n_in))
+        out[:, start : start + count] = view
+        return out.astype(np.float32)
+    # view @ upsample_weights(...)[start:], using its two taps per row (non-decreasing columns)
+    u = np.clip(origin + np.arange(start, start + count) / factor, 0.0, n_in - 1)
+    i0 = np.floor(u).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    lam = u - i0
+    out = np.zeros((size, n_in))
+    for cols, w in ((i0, 1.0 - lam), (i1, lam)):
+        first = np.flatnonzero(np.r_[True, cols[1:] != cols[:-1]])
+        out[:, cols[first]] += np.add.reduceat(view * w, first, axis=1)
+    return out.astype(np.float32)
 
 
 @lru_cache(maxsize=4096)
@@ -150,16 +240,69 @@ class BatchMultiCrop:
             s: (-self._cpu_affine[s][1] / self._cpu_affine[s][0]).astype(np.float32)
             for s in self.sensors
         }
+        self._sub: dict[
+            tuple[str, tuple[int, ...]], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
+        ] = {}
 
-    def normalise(self, sensor: str, raw: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) stored integers -> z-scored float32, invalid pixels 0 (the sensor mean)."""
-        a, b = self._affine[sensor]
-        if self.device.type == "cpu":  # numpy's integer-to-float cast is ~4x torch's on a CPU
-            x = torch.from_numpy(raw.numpy().astype(np.float32))
-        else:
-            x = raw.to(self.device, non_blocking=True).float()
-        x.mul_(a).add_(b)
-        v = valid.to(self.device, non_blocking=True)
+    def _as_groups(self, sensor: str, win: Any) -> tuple[GroupWindow, ...]:
+        """A sensor's read window as group windows (a plain (C, h, w) array: one 10 m group)."""
+        if isinstance(win, np.ndarray | torch.Tensor):
+            return (GroupWindow(np.asarray(win), 1, tuple(range(get_sensor(sensor).num_bands))),)
+        return tuple(win)
+
+    def _band_affine(
+        self, sensor: str, bands: tuple[int, ...]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(scale, shift) of z-scoring ``bands`` of ``sensor`` as (C,) tensors, and their index
+        tensor (None for all bands in order)."""
+        key = (sensor, bands)
+        got = self._sub.get(key)
+        if got is None:
+            a, b = (t.flatten() for t in self._affine[sensor])
+            if bands == tuple(range(a.shape[0])):
+                got = (a, b, None)
+            else:
+                idx = torch.tensor(bands, device=a.device)
+                got = (a[idx], b[idx], idx)
+            self._sub[key] = got
+        return got
+
+    def normalise(
+        self, sensor: str, groups: Sequence[Mapping[str, Any]], valid: torch.Tensor
+    ) -> torch.Tensor:
+        """The accelerator path: collated stored windows (:func:`terrafm.data.shards.collate_raw`)
+        -> (B, C, H, W) z-scored float32 on the 10 m window, invalid pixels 0 (the sensor mean).
+
+        Coarse groups are z-scored at native resolution and resampled onto the 10 m window by one
+        batched product with their :func:`upsample_weights` (z-scoring is affine per band and the
+        weights of each output pixel sum to 1, so the order does not matter)."""
+        n_batch, height, width = valid.shape
+        dev = self.device
+        x = torch.empty(n_batch, get_sensor(sensor).num_bands, height, width, device=dev)
+        for g in groups:
+            data = g["data"]
+            if dev.type == "cpu":  # numpy's integer-to-float cast is ~4x torch's on a CPU
+                xg = torch.from_numpy(data.numpy().astype(np.float32))
+            else:
+                xg = data.to(dev, non_blocking=True).float()
+            a, b, idx = self._band_affine(sensor, tuple(g["bands"]))
+            xg.mul_(a[:, None, None]).add_(b[:, None, None])
+            if g["factor"] > 1:
+                hn, wn = xg.shape[-2:]
+                ur = np.stack(
+                    [upsample_weights(hn, height, g["factor"], o[0]) for o in g["origin"]]
+                )
+                uc = np.stack([upsample_weights(wn, width, g["factor"], o[1]) for o in g["origin"]])
+                r = torch.from_numpy(ur.astype(np.float32)).to(dev, non_blocking=True)[:, None]
+                c = torch.from_numpy(uc.astype(np.float32)).to(dev, non_blocking=True)[:, None]
+                xg = r @ xg @ c.transpose(-1, -2)
+            else:
+                xg = xg[..., :height, :width]
+            if idx is None:
+                x.copy_(xg)
+            else:
+                x[:, idx] = xg
+        v = valid.to(dev, non_blocking=True)
         partial = torch.nonzero(~v.flatten(1).all(1)).flatten().tolist()
         for i in partial:  # only samples with invalid pixels need the mask
             x[i].mul_(v[i])
@@ -201,13 +344,19 @@ class BatchMultiCrop:
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
         """The CPU path: teacher, student-global and student-local views, sample by sample.
 
-        ``windows[b]``: sensor -> stored integers (C, h, w) of sample ``b``'s read window (only
-        the sensors its views use), ``valids[b]``: sensor -> (h, w) bool. Each window is cast to
-        float once, its invalid pixels set to the stored value of the sensor mean, and every crop
-        is resized in stored units, the sensors a view uses in one call; the z-scoring (an
-        affine map per band, which commutes with a resize whose weights sum to 1) is applied to
-        the resized views only, while they are written into the batch tensors. The views equal
-        :meth:`__call__`'s to float rounding (tested), at a fraction of the memory traffic.
+        ``windows[b]``: sensor -> the stored integers of sample ``b``'s read window, as
+        :class:`GroupWindow` s (one per native resolution) or one (C, h, w) array on the 10 m
+        grid; ``valids[b]``: sensor -> (h, w) bool on the 10 m grid (only the sensors its views
+        use). Each window is cast to float once. Bands on the 10 m grid get the stored value of
+        the sensor mean in their invalid pixels and every crop is resized in stored units with
+        :func:`~terrafm.data.multicrop.resize`, the 10 m groups of the sensors a view uses in one
+        call. Coarser bands are resized straight from their native pixels with one matrix per
+        axis (:func:`composed_weights`: the upsampling to 10 m and the view's filter in one),
+        unless the sensor has invalid pixels in the window: those are masked on the 10 m grid,
+        so such a window is first resampled onto it (:func:`upsample_weights`). The z-scoring
+        (an affine map per band, which commutes with resizes whose weights sum to 1) is applied
+        to the resized views only, while they are written into the batch tensors. The views
+        equal :meth:`__call__`'s and the per-sample path's to float rounding (tested).
         """
         cfg, n_batch = self.cfg, len(plans)
         bands = {s: get_sensor(s).num_bands for s in self.sensors}
@@ -221,24 +370,45 @@ class BatchMultiCrop:
         for k, plan in enumerate(plans):
             win = windows[k]
             present = [s for s in self.sensors if s in win]
-            start, lo = {}, 0
+            oks = {s: np.asarray(valids[k][s]) for s in present}
+            height, width = oks[present[0]].shape if present else (0, 0)
+            fine: list[tuple[str, tuple[int, ...], Any]] = []  # 10 m grid: (sensor, bands, data)
+            coarse: list[tuple[str, GroupWindow, torch.Tensor]] = []
             for s in present:
-                start[s], lo = lo, lo + bands[s]
-            height, width = np.shape(win[present[0]])[-2:] if present else (0, 0)
+                full = bool(oks[s].all())
+                for gw in self._as_groups(s, win[s]):
+                    if gw.factor == 1:
+                        fine.append((s, gw.bands, gw.data))
+                        continue
+                    xg = np.asarray(gw.data).astype(np.float32)  # the cast, once per window
+                    if full:
+                        coarse.append((s, gw, torch.from_numpy(xg)))
+                        continue
+                    hn, wn = xg.shape[-2:]
+                    ur = upsample_weights(hn, height, gw.factor, gw.origin[0]).astype(np.float32)
+                    uc = upsample_weights(wn, width, gw.factor, gw.origin[1]).astype(np.float32)
+                    fine.append((s, gw.bands, ur @ xg @ uc.T))
+            blocks: list[tuple[str, tuple[int, ...], int]] = []  # (sensor, bands, channel)
+            lo = 0
+            for s, bs, _ in fine:
+                blocks.append((s, bs, lo))
+                lo += len(bs)
             x = np.empty((lo, height, width), np.float32)
-            for s in present:
-                xs = x[start[s] : start[s] + bands[s]]
-                xs[...] = np.asarray(win[s])  # the cast, once per window
-                ok = np.asarray(valids[k][s])
-                if not ok.all():
-                    xs[:, ~ok] = self._fill[s][:, None]
+            for (s, bs, c0), (_, _, d) in zip(blocks, fine):
+                xs = x[c0 : c0 + len(bs)]
+                xs[...] = d  # the cast, once per window
+                if not oks[s].all():
+                    xs[:, ~oks[s]] = self._fill[s][list(bs), None]
             xt = torch.from_numpy(x)
+            cache: dict[tuple[object, ...], torch.Tensor] = {}
             for v in range(cfg.n_global):
                 targets = [(teacher[v], plan.teacher[v]), (student_g[v], plan.student[v])]
-                self._cut(xt, start, k, plan.g_boxes[v], plan.g_flips[v], cfg.global_size, targets)
+                box, flip = plan.g_boxes[v], plan.g_flips[v]
+                self._cut(xt, blocks, coarse, cache, k, box, flip, cfg.global_size, targets)
             for v in range(cfg.n_local):
                 targets = [(student_l[v], plan.local[v])]
-                self._cut(xt, start, k, plan.l_boxes[v], plan.l_flips[v], cfg.local_size, targets)
+                box, flip = plan.l_boxes[v], plan.l_flips[v]
+                self._cut(xt, blocks, coarse, cache, k, box, flip, cfg.local_size, targets)
 
         def views(
             inputs: Sequence[dict[str, torch.Tensor]], draws: Sequence[Sequence[tuple[str, ...]]]
@@ -260,39 +430,72 @@ class BatchMultiCrop:
             views(student_l, [[p.local[v] for p in plans] for v in range(cfg.n_local)]),
         )
 
+    def _write(self, dst: torch.Tensor, s: str, bands: tuple[int, ...], y: torch.Tensor) -> None:
+        """z-score resized ``bands`` of sensor ``s`` (stored units) into ``dst`` (C, S, S)."""
+        a, b, idx = self._band_affine(s, bands)
+        if idx is None:
+            torch.addcmul(b[:, None, None], y, a[:, None, None], out=dst)
+        else:
+            dst[idx] = torch.addcmul(b[:, None, None], y, a[:, None, None])
+
     def _cut(
         self,
         x: torch.Tensor,
-        start: Mapping[str, int],
+        blocks: Sequence[tuple[str, tuple[int, ...], int]],
+        coarse: Sequence[tuple[str, GroupWindow, torch.Tensor]],
+        cache: dict[tuple[object, ...], torch.Tensor],
         k: int,
         box: Box,
         flip: bool,
         size: int,
         targets: Sequence[tuple[dict[str, torch.Tensor], tuple[str, ...]]],
     ) -> None:
-        """Resize ``box`` of window ``x`` (stored units, sensor ``s`` at channels ``start[s]``
-        on) and write it, z-scored, into sample ``k`` of each target whose draw uses the sensor
-        (zeros elsewhere)."""
-        bands = {s: get_sensor(s).num_bands for s in start}
-        needed = [s for s in start if any(s in d for _, d in targets)]
-        runs: list[list[str]] = []  # sensors adjacent in the window are resized in one call
-        for s in needed:
-            if runs and start[runs[-1][-1]] + bands[runs[-1][-1]] == start[s]:
-                runs[-1].append(s)
+        """Resize ``box`` of one sample's window and write it, z-scored, into sample ``k`` of
+        each target whose draw uses the sensor (zeros elsewhere). ``x``: the 10 m blocks
+        (stored units; ``blocks`` = (sensor, bands, first channel)); ``coarse``: the native
+        windows resized straight to the view; ``cache``: their weights, shared by sensors."""
+        needed = {s for _, d in targets for s in d}
+        runs: list[list[int]] = []  # blocks adjacent in the window are resized in one call
+        for i, (s, _, _) in enumerate(blocks):
+            if s not in needed:
+                continue
+            if runs and runs[-1][-1] == i - 1:
+                runs[-1].append(i)
             else:
-                runs.append([s])
+                runs.append([i])
         top, left, h, w = box
         for run in runs:
-            c0, c1 = start[run[0]], start[run[-1]] + bands[run[-1]]
+            c0 = blocks[run[0]][2]
+            c1 = blocks[run[-1]][2] + len(blocks[run[-1]][1])
             y = resize(x[None, c0:c1, top : top + h, left : left + w], size, self.cfg.resample)[0]
             if flip:
                 y = y.flip(-1)
-            for s in run:
-                ys = y[start[s] - c0 : start[s] - c0 + bands[s]]
-                a, b = self._affine[s]
+            for i in run:
+                s, bs, b0 = blocks[i]
+                ys = y[b0 - c0 : b0 - c0 + len(bs)]
                 for dst, draw in targets:
                     if s in draw:
-                        torch.addcmul(b[0], ys, a[0], out=dst[s][k])
+                        self._write(dst[s][k], s, bs, ys)
+        for s, gw, xg in coarse:
+            if s not in needed:
+                continue
+            hn, wn = xg.shape[-2:]
+            f, (o_r, o_c) = gw.factor, gw.origin
+            kr = ("r", f, hn, o_r, top, h, size)
+            kc = ("c", f, wn, o_c, left, w, size, flip)
+            r = cache.get(kr)
+            if r is None:
+                r = cache[kr] = torch.from_numpy(
+                    composed_weights(self.cfg.resample, hn, f, o_r, top, h, size)
+                )
+            c = cache.get(kc)
+            if c is None:
+                cw = composed_weights(self.cfg.resample, wn, f, o_c, left, w, size)
+                c = cache[kc] = torch.from_numpy(np.ascontiguousarray(cw[::-1] if flip else cw))
+            y = r @ xg @ c.T
+            for dst, draw in targets:
+                if s in draw:
+                    self._write(dst[s][k], s, gw.bands, y)
         for dst, draw in targets:
             for s in self.sensors:
                 if s not in draw:
@@ -320,7 +523,21 @@ class BatchMultiCrop:
         if self.resize == "interpolate":  # per sample, from the padded windows
             n = len(plans)
             teacher_, student_g_, student_l_ = self.cut_samples(
-                [{s: r[b].numpy() for s, r in raw["raw"].items()} for b in range(n)],
+                [
+                    {
+                        s: tuple(
+                            GroupWindow(
+                                g["data"][b].numpy(),
+                                g["factor"],
+                                tuple(g["bands"]),
+                                (float(g["origin"][b][0]), float(g["origin"][b][1])),
+                            )
+                            for g in gs
+                        )
+                        for s, gs in raw["raw"].items()
+                    }
+                    for b in range(n)
+                ],
                 [{s: v[b].numpy() for s, v in raw["valid"].items()} for b in range(n)],
                 plans,
             )
