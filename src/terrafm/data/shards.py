@@ -545,6 +545,7 @@ def prepare_shards(
             settings,
             codec,
             layout,
+            coarse_chunk=chunk is not None,
         )
     if not (out / "cells.parquet").exists():
         with atomic_write(out / "cells.parquet") as tmp:
@@ -603,7 +604,10 @@ def _create_store(
     settings: dict[str, Any],
     codec: str,
     layout: dict[str, list[Group]],
+    coarse_chunk: bool = False,
 ) -> None:
+    """Create the arrays (chunks of ``ch`` px at 10 m; coarser arrays: of the same ground size
+    with ``coarse_chunk``, else of at most 192 px of their own)."""
     import zarr
     from zarr.codecs import BloscCodec
 
@@ -617,6 +621,8 @@ def _create_store(
         for g in layout[s]:
             c, n_side = len(g.bands), _group_side(size, g)
             g_ch = ch if g.factor == 1 else _chunk_side(n_side)
+            if g.factor > 1 and coarse_chunk:
+                g_ch = -(-ch // g.factor)
             g_side = g_ch * -(-n_side // g_ch)
             group.create_array(
                 g.array,
