@@ -43,6 +43,8 @@ __all__ = [
     "Group",
     "GroupWindow",
     "aa_weights",
+    "apply_banded",
+    "banded_weights",
     "bilinear_weights",
     "composed_weights",
     "resolve_device",
@@ -125,22 +127,76 @@ def composed_weights(
     pixels onto those 10 m pixels (:func:`upsample_weights`): both linear, so applying this one
     matrix equals resampling to the 10 m grid and then to the view, up to float rounding.
     """
-    weights = aa_weights if resample == "antialias" else bilinear_weights
-    view = weights(count, size).astype(np.float64)  # (size, count)
+    cols, wts = _composed_taps(resample, n_in, factor, origin, start, count, size)
+    flat = (np.arange(size)[:, None] * n_in + cols).ravel()
+    dense = np.bincount(flat, wts.ravel(), minlength=size * n_in).reshape(size, n_in)
+    return dense.astype(np.float32)
+
+
+def _composed_taps(
+    resample: str, n_in: int, factor: int, origin: float, start: int, count: int, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`composed_weights` as (size, T) column indices and float64 weights."""
+    idx, wts = _taps(resample, count, size)  # the view's filter on the 10 m pixels
     if factor == 1:
-        out = np.zeros((size, n_in))
-        out[:, start : start + count] = view
-        return out.astype(np.float32)
-    # view @ upsample_weights(...)[start:], using its two taps per row (non-decreasing columns)
-    u = np.clip(origin + np.arange(start, start + count) / factor, 0.0, n_in - 1)
+        return start + idx, wts
+    # each 10 m tap spreads over two native pixels (upsample_weights)
+    u = np.clip(origin + (start + idx) / factor, 0.0, n_in - 1)
     i0 = np.floor(u).astype(np.int64)
     i1 = np.minimum(i0 + 1, n_in - 1)
     lam = u - i0
-    out = np.zeros((size, n_in))
-    for cols, w in ((i0, 1.0 - lam), (i1, lam)):
-        first = np.flatnonzero(np.r_[True, cols[1:] != cols[:-1]])
-        out[:, cols[first]] += np.add.reduceat(view * w, first, axis=1)
-    return out.astype(np.float32)
+    return np.concatenate([i0, i1], 1), np.concatenate([wts * (1.0 - lam), wts * lam], 1)
+
+
+def banded_weights(
+    resample: str,
+    n_in: int,
+    factor: int,
+    origin: float,
+    start: int,
+    count: int,
+    size: int,
+    flip: bool = False,
+    block: int = 32,
+) -> list[tuple[int, int, int, int, torch.Tensor]]:
+    """:func:`composed_weights` (rows reversed with ``flip``) as blocks of ``block`` output
+    pixels, each with only its non-zero input columns: (first output, end output, first input,
+    end input, (outputs, inputs) float32 weights), for :func:`apply_banded`."""
+    cols, wts = _composed_taps(resample, n_in, factor, origin, start, count, size)
+    if flip:
+        cols, wts = cols[::-1], wts[::-1]
+    out = []
+    for i0 in range(0, size, block):
+        i1 = min(i0 + block, size)
+        c, w = cols[i0:i1], wts[i0:i1]
+        lo, hi = int(c.min()), int(c.max()) + 1
+        flat = (np.arange(i1 - i0)[:, None] * (hi - lo) + (c - lo)).ravel()
+        b = np.bincount(flat, w.ravel(), minlength=(i1 - i0) * (hi - lo))
+        out.append(
+            (i0, i1, lo, hi, torch.from_numpy(b.reshape(i1 - i0, hi - lo).astype(np.float32)))
+        )
+    return out
+
+
+def apply_banded(
+    x: torch.Tensor,
+    rows: Sequence[tuple[int, int, int, int, torch.Tensor]],
+    cols: Sequence[tuple[int, int, int, int, torch.Tensor]],
+    size: int,
+) -> torch.Tensor:
+    """``R @ x @ Cᵀ`` per channel, for ``x`` laid out (h, C, w) (rows outermost) and banded
+    ``R``, ``C`` from :func:`banded_weights`: one matrix product per block of output pixels,
+    over its non-zero input band only, all channels at once. Returns a (C, size, size) view."""
+    h, n_ch, w = x.shape
+    y = torch.empty(size, n_ch * w)
+    flat = x.reshape(h, n_ch * w)
+    for i0, i1, lo, hi, rb in rows:
+        torch.matmul(rb, flat[lo:hi], out=y[i0:i1])
+    y2 = y.view(size * n_ch, w)
+    zt = torch.empty(size, size * n_ch)  # (output column, output row x channel)
+    for j0, j1, lo, hi, cb in cols:
+        torch.matmul(cb, y2[:, lo:hi].T, out=zt[j0:j1])
+    return zt.view(size, size, n_ch).permute(2, 1, 0)
 
 
 @lru_cache(maxsize=4096)
@@ -151,18 +207,7 @@ def aa_weights(n_in: int, n_out: int) -> np.ndarray:
     pixel centres aligned): output pixel ``i`` is centred at ``c = (i + 0.5) * n_in / n_out`` and
     takes input ``j`` with weight ``max(0, 1 - |j + 0.5 - c| / max(scale, 1))``, normalised to 1.
     """
-    scale = n_in / n_out
-    support = max(scale, 1.0)
-    out = np.zeros((n_out, n_in), np.float32)
-    for i in range(n_out):
-        centre = scale * (i + 0.5)
-        lo = max(int(centre - support + 0.5), 0)
-        hi = min(int(centre + support + 0.5), n_in)
-        j = np.arange(lo, hi, dtype=np.float64)
-        w = np.maximum(0.0, 1.0 - np.abs((j - centre + 0.5) / support))
-        total = w.sum()
-        out[i, lo:hi] = w / total if total > 0 else w
-    return out
+    return _dense(*_taps("antialias", n_in, n_out), n_in)
 
 
 @lru_cache(maxsize=4096)
@@ -170,16 +215,35 @@ def bilinear_weights(n_in: int, n_out: int) -> np.ndarray:
     """(n_out, n_in) weights of plain bilinear resizing along one axis (PyTorch's rule, pixel
     centres aligned): output ``i`` samples ``x = max((i + 0.5) * n_in / n_out - 0.5, 0)`` from
     its two neighbours ``floor(x)`` and ``floor(x) + 1`` (clamped to the last pixel)."""
+    return _dense(*_taps("bilinear", n_in, n_out), n_in)
+
+
+def _dense(idx: np.ndarray, wts: np.ndarray, n_in: int) -> np.ndarray:
+    flat = (np.arange(idx.shape[0])[:, None] * n_in + idx).ravel()
+    out = np.bincount(flat, wts.ravel(), minlength=idx.shape[0] * n_in)
+    return out.reshape(idx.shape[0], n_in).astype(np.float32)
+
+
+@lru_cache(maxsize=4096)
+def _taps(resample: str, n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """The non-zero weights of :func:`aa_weights` / :func:`bilinear_weights` (their rules) as
+    (n_out, K) input indices and float64 weights (unused taps: weight 0 on a valid index)."""
     scale = n_in / n_out
-    out = np.zeros((n_out, n_in), np.float32)
-    for i in range(n_out):
-        x = max((i + 0.5) * scale - 0.5, 0.0)
-        i0 = min(int(x), n_in - 1)
-        i1 = min(i0 + 1, n_in - 1)
+    centre = scale * (np.arange(n_out) + 0.5)
+    if resample == "bilinear":
+        x = np.maximum(centre - 0.5, 0.0)
+        i0 = np.minimum(x.astype(np.int64), n_in - 1)
+        i1 = np.minimum(i0 + 1, n_in - 1)
         frac = x - i0
-        out[i, i0] += 1.0 - frac
-        out[i, i1] += frac
-    return out
+        return np.stack([i0, i1], 1), np.stack([1.0 - frac, frac], 1)
+    support = max(scale, 1.0)
+    lo = np.maximum(np.trunc(centre - support + 0.5).astype(np.int64), 0)
+    hi = np.minimum(np.trunc(centre + support + 0.5).astype(np.int64), n_in)
+    j = lo[:, None] + np.arange(max(int((hi - lo).max()), 1))[None]
+    w = np.maximum(0.0, 1.0 - np.abs((j - centre[:, None] + 0.5) / support))
+    w[j >= hi[:, None]] = 0.0
+    total = w.sum(1, keepdims=True)
+    return np.minimum(j, n_in - 1), w / np.where(total > 0, total, 1.0)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -373,17 +437,24 @@ class BatchMultiCrop:
             oks = {s: np.asarray(valids[k][s]) for s in present}
             height, width = oks[present[0]].shape if present else (0, 0)
             fine: list[tuple[str, tuple[int, ...], Any]] = []  # 10 m grid: (sensor, bands, data)
-            coarse: list[tuple[str, GroupWindow, torch.Tensor]] = []
+            # windows resized straight from native pixels, stacked when they share the geometry
+            # (the 20 m bands of L1C and L2A): (factor, origin) -> [(sensor, bands, window)]
+            stacks: dict[
+                tuple[int, tuple[float, float], tuple[int, int]],
+                list[tuple[str, tuple[int, ...], Any]],
+            ] = {}
             for s in present:
                 full = bool(oks[s].all())
                 for gw in self._as_groups(s, win[s]):
                     if gw.factor == 1:
                         fine.append((s, gw.bands, gw.data))
                         continue
-                    xg = np.asarray(gw.data).astype(np.float32)  # the cast, once per window
                     if full:
-                        coarse.append((s, gw, torch.from_numpy(xg)))
+                        hn, wn = np.shape(gw.data)[-2:]
+                        key = (gw.factor, gw.origin, (int(hn), int(wn)))
+                        stacks.setdefault(key, []).append((s, gw.bands, gw.data))
                         continue
+                    xg = np.asarray(gw.data).astype(np.float32)
                     hn, wn = xg.shape[-2:]
                     ur = upsample_weights(hn, height, gw.factor, gw.origin[0]).astype(np.float32)
                     uc = upsample_weights(wn, width, gw.factor, gw.origin[1]).astype(np.float32)
@@ -400,7 +471,19 @@ class BatchMultiCrop:
                 if not oks[s].all():
                     xs[:, ~oks[s]] = self._fill[s][list(bs), None]
             xt = torch.from_numpy(x)
-            cache: dict[tuple[object, ...], torch.Tensor] = {}
+            coarse: list[tuple[int, tuple[float, float], torch.Tensor, list[Any]]] = []
+            for (f, origin, shape), members in stacks.items():
+                n_ch = sum(len(bs) for _, bs, _ in members)
+                xc = np.empty(
+                    (shape[0], n_ch, shape[1]), np.float32
+                )  # rows outermost: apply_banded
+                c0, placed = 0, []
+                for s, bs, d in members:
+                    xc[:, c0 : c0 + len(bs)] = np.asarray(d).transpose(1, 0, 2)  # the cast
+                    placed.append((s, bs, c0))
+                    c0 += len(bs)
+                coarse.append((f, origin, torch.from_numpy(xc), placed))
+            cache: dict[tuple[object, ...], Any] = {}
             for v in range(cfg.n_global):
                 targets = [(teacher[v], plan.teacher[v]), (student_g[v], plan.student[v])]
                 box, flip = plan.g_boxes[v], plan.g_flips[v]
@@ -435,15 +518,16 @@ class BatchMultiCrop:
         a, b, idx = self._band_affine(s, bands)
         if idx is None:
             torch.addcmul(b[:, None, None], y, a[:, None, None], out=dst)
-        else:
-            dst[idx] = torch.addcmul(b[:, None, None], y, a[:, None, None])
+        else:  # band by band: ``y`` may be a strided view (apply_banded)
+            for k, band in enumerate(bands):
+                torch.addcmul(b[k], y[k], a[k], out=dst[band])
 
     def _cut(
         self,
         x: torch.Tensor,
         blocks: Sequence[tuple[str, tuple[int, ...], int]],
-        coarse: Sequence[tuple[str, GroupWindow, torch.Tensor]],
-        cache: dict[tuple[object, ...], torch.Tensor],
+        coarse: Sequence[tuple[int, tuple[float, float], torch.Tensor, list[Any]]],
+        cache: dict[tuple[object, ...], Any],
         k: int,
         box: Box,
         flip: bool,
@@ -453,7 +537,8 @@ class BatchMultiCrop:
         """Resize ``box`` of one sample's window and write it, z-scored, into sample ``k`` of
         each target whose draw uses the sensor (zeros elsewhere). ``x``: the 10 m blocks
         (stored units; ``blocks`` = (sensor, bands, first channel)); ``coarse``: the native
-        windows resized straight to the view; ``cache``: their weights, shared by sensors."""
+        windows resized straight to the view, stacked by geometry ((factor, origin, stored units,
+        [(sensor, bands, first channel)])); ``cache``: their weights."""
         needed = {s for _, d in targets for s in d}
         runs: list[list[int]] = []  # blocks adjacent in the window are resized in one call
         for i, (s, _, _) in enumerate(blocks):
@@ -476,26 +561,23 @@ class BatchMultiCrop:
                 for dst, draw in targets:
                     if s in draw:
                         self._write(dst[s][k], s, bs, ys)
-        for s, gw, xg in coarse:
-            if s not in needed:
+        for f, (o_r, o_c), xg, placed in coarse:
+            if not any(s in needed for s, _, _ in placed):
                 continue
-            hn, wn = xg.shape[-2:]
-            f, (o_r, o_c) = gw.factor, gw.origin
+            hn, wn = xg.shape[0], xg.shape[2]
             kr = ("r", f, hn, o_r, top, h, size)
             kc = ("c", f, wn, o_c, left, w, size, flip)
             r = cache.get(kr)
             if r is None:
-                r = cache[kr] = torch.from_numpy(
-                    composed_weights(self.cfg.resample, hn, f, o_r, top, h, size)
-                )
+                r = cache[kr] = banded_weights(self.cfg.resample, hn, f, o_r, top, h, size)
             c = cache.get(kc)
             if c is None:
-                cw = composed_weights(self.cfg.resample, wn, f, o_c, left, w, size)
-                c = cache[kc] = torch.from_numpy(np.ascontiguousarray(cw[::-1] if flip else cw))
-            y = r @ xg @ c.T
-            for dst, draw in targets:
-                if s in draw:
-                    self._write(dst[s][k], s, gw.bands, y)
+                c = cache[kc] = banded_weights(self.cfg.resample, wn, f, o_c, left, w, size, flip)
+            y = apply_banded(xg, r, c, size)
+            for s, bs, c0 in placed:
+                for dst, draw in targets:
+                    if s in draw:
+                        self._write(dst[s][k], s, bs, y[c0 : c0 + len(bs)])
         for dst, draw in targets:
             for s in self.sensors:
                 if s not in draw:
