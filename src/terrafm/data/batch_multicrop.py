@@ -187,15 +187,18 @@ def apply_banded(
     """``R @ x @ Cᵀ`` per channel, for ``x`` laid out (h, C, w) (rows outermost) and banded
     ``R``, ``C`` from :func:`banded_weights`: one matrix product per block of output pixels,
     over its non-zero input band only, all channels at once. Returns a (C, size, size) view."""
-    h, n_ch, w = x.shape
+    r_lo, r_hi = min(b[2] for b in rows), max(b[3] for b in rows)
+    c_lo, c_hi = min(b[2] for b in cols), max(b[3] for b in cols)
+    n_ch, w = x.shape[1], c_hi - c_lo
+    # only the rows and columns the weights reach (a crop of a larger read window)
+    flat = x[r_lo:r_hi, :, c_lo:c_hi].reshape(r_hi - r_lo, n_ch * w)
     y = torch.empty(size, n_ch * w)
-    flat = x.reshape(h, n_ch * w)
     for i0, i1, lo, hi, rb in rows:
-        torch.matmul(rb, flat[lo:hi], out=y[i0:i1])
+        torch.matmul(rb, flat[lo - r_lo : hi - r_lo], out=y[i0:i1])
     y2 = y.view(size * n_ch, w)
     zt = torch.empty(size, size * n_ch)  # (output column, output row x channel)
     for j0, j1, lo, hi, cb in cols:
-        torch.matmul(cb, y2[:, lo:hi].T, out=zt[j0:j1])
+        torch.matmul(cb, y2[:, lo - c_lo : hi - c_lo].T, out=zt[j0:j1])
     return zt.view(size, size, n_ch).permute(2, 1, 0)
 
 
@@ -474,9 +477,8 @@ class BatchMultiCrop:
             coarse: list[tuple[int, tuple[float, float], torch.Tensor, list[Any]]] = []
             for (f, origin, shape), members in stacks.items():
                 n_ch = sum(len(bs) for _, bs, _ in members)
-                xc = np.empty(
-                    (shape[0], n_ch, shape[1]), np.float32
-                )  # rows outermost: apply_banded
+                # rows outermost, the layout of apply_banded
+                xc = np.empty((shape[0], n_ch, shape[1]), np.float32)
                 c0, placed = 0, []
                 for s, bs, d in members:
                     xc[:, c0 : c0 + len(bs)] = np.asarray(d).transpose(1, 0, 2)  # the cast
