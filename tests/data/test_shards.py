@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -527,3 +528,61 @@ def test_views_with_invalid_pixels_equal_the_parquet_path(tmp_path: Path, resize
     _compare(a, augment(collate_raw(items, SENSORS)))
     if resize == "interpolate":
         _compare(a, augment.from_samples(items))
+
+
+def test_real_bigearthnet_views_from_native_shards(real_data: Path, tmp_path: Path) -> None:
+    # Real L2A pixels (three BigEarthNet-MM patches: 120 px 10 m bands, 60 px 20 m, 20 px 60 m)
+    # written as a Major-TOM product: the views from the native-resolution store equal the
+    # parquet path's (resampled to 10 m, then to the view) to float rounding, the 20 m / 60 m
+    # bands included; the 10 m-grid store differs by its rounding to whole DN.
+    import rasterio
+
+    from terrafm.data.majortom import MajorTomSample, write_product
+
+    samples = []
+    folder = real_data / "bigearthnet-mm-examples" / "BigEarthNet-S2-Example"
+    for i, d in enumerate(sorted(p for p in folder.iterdir() if p.is_dir())[:3]):
+        bands = {}
+        for f in sorted(d.glob("*_B*.tif")):
+            with rasterio.open(f) as r:
+                bands[f.stem.split("_")[-1]] = r.read(1)
+        bands["cloud_mask"] = np.zeros((120, 120), np.uint8)  # no cloud
+        samples.append(
+            MajorTomSample(
+                f"{i + 1}U_{i + 1}R",
+                "S2A_MSIL2A_20170613T101031_N0205_R022_T34VER_20170613",
+                datetime(2017, 6, 13),
+                bands,
+                "EPSG:32634",
+                (10.0, 0.0, 500000.0, 0.0, -10.0, 6000000.0),
+                60.0,
+                22.0,
+                cloud_cover=0.0,
+            )
+        )
+    write_product(tmp_path / "mt", "S2L2A", samples)
+    sensors = ["s2_l2a"]
+    prepare_shards([tmp_path / "mt"], tmp_path / "native", sensors)
+    prepare_shards([tmp_path / "mt"], tmp_path / "grid", sensors, native=False)
+    assert [g.factor for g in ShardStore(tmp_path / "native").layout["s2_l2a"]] == [1, 2, 6]
+    views = MultiCropConfig(global_size=48, local_size=32, n_local=4)
+    ref = build_pretrain_dataset([tmp_path / "mt"], sensors, views=views, seed=4)
+    keys = [(i, 0, i) for i in range(len(ref))]
+    a = collate_views([ref[k] for k in keys], sensors)
+    for store, native in (("native", True), ("grid", False)):
+        got = build_shard_dataset(tmp_path / store, sensors, views=views, seed=4)
+        items = [got[k] for k in keys]
+        for b in (
+            BatchMultiCrop(views, sensors, ENCODINGS, "cpu").from_samples(items),
+            BatchMultiCrop(views, sensors, ENCODINGS, "cpu", resize="matmul")(
+                collate_raw(items, sensors)
+            ),
+        ):
+            diff = max(
+                (va["inputs"]["s2_l2a"] - vb["inputs"]["s2_l2a"]).abs().max().item()
+                for key in ("teacher", "student_global", "student_local")
+                for va, vb in zip(a[key], b[key])
+            )
+            assert diff <= _bound("s2_l2a", native), (store, diff)
+            if not native:
+                assert diff > 1e-4  # the 10 m grid's rounding shows on real pixels
