@@ -18,6 +18,8 @@ from fake_majortom import make_root, rewrite_image_file
 from terrafm.data.batch_multicrop import (
     BatchMultiCrop,
     aa_weights,
+    apply_banded,
+    banded_weights,
     bilinear_weights,
     composed_weights,
     upsample_weights,
@@ -239,8 +241,23 @@ def test_composed_weights_equal_resampling_twice() -> None:
             from terrafm.data.multicrop import resize
 
             want = resize(x10, size, resample)[0, 0, :, 0].numpy()
-            got = composed_weights(resample, n_in, factor, origin, start, count, size) @ x
-            np.testing.assert_allclose(got, want, atol=1e-5 * np.abs(x).max())
+            dense = composed_weights(resample, n_in, factor, origin, start, count, size)
+            np.testing.assert_allclose(dense @ x, want, atol=1e-5 * np.abs(x).max())
+            # the blocks the CPU path multiplies hold the same weights (flipped: rows reversed)
+            for flip in (False, True):
+                rebuilt = np.zeros_like(dense)
+                blocks = banded_weights(resample, n_in, factor, origin, start, count, size, flip)
+                for i0, i1, lo, hi, b in blocks:
+                    rebuilt[i0:i1, lo:hi] += b.numpy()
+                np.testing.assert_array_equal(rebuilt, dense[::-1] if flip else dense)
+            img = torch.from_numpy(rng.normal(size=(n_in, 3, n_in + 1)).astype(np.float32))
+            rows = banded_weights(resample, n_in, factor, origin, start, count, size)
+            cols = banded_weights(resample, n_in + 1, factor, origin, start, count, size, True)
+            cd = composed_weights(resample, n_in + 1, factor, origin, start, count, size)[::-1]
+            want2 = torch.from_numpy(dense) @ img.permute(1, 0, 2) @ torch.from_numpy(cd.copy()).T
+            torch.testing.assert_close(
+                apply_banded(img, rows, cols, size), want2, atol=1e-4, rtol=1e-5
+            )
 
 
 @pytest.mark.parametrize("resample", ["antialias", "bilinear"])
@@ -379,6 +396,16 @@ def test_prepare_cli(mt_root: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
     attrs = json.loads((out / "zarr.json").read_text())["attributes"]
     assert attrs["complete"] and attrs["sensors"] == ["s1", "s2_l2a"]
     assert attrs["encodings"]["s1"] == {"scale": 1 / 256, "offset": -128.0, "dtype": "uint16"}
+    assert [g["factor"] for g in attrs["layout"]["s2_l2a"]] == [1, 2, 6]
+    grid = tmp_path / "grid"
+    assert (
+        main(["prepare", str(mt_root), "--out", str(grid), "--sensors", "s2_l2a", "--grid-10m"])
+        == 0
+    )
+    attrs = json.loads((grid / "zarr.json").read_text())["attributes"]
+    assert attrs["layout"]["s2_l2a"] == [
+        {"array": "s2_l2a", "factor": 1, "halo": 0, "bands": list(range(12))}
+    ]
 
 
 def test_store_errors_name_what_is_wrong(mt_root: Path, tmp_path: Path) -> None:
@@ -586,3 +613,25 @@ def test_real_bigearthnet_views_from_native_shards(real_data: Path, tmp_path: Pa
             assert diff <= _bound("s2_l2a", native), (store, diff)
             if not native:
                 assert diff > 1e-4  # the 10 m grid's rounding shows on real pixels
+
+
+def test_version_1_store_on_the_10m_grid_is_read_as_is(mt_root: Path, tmp_path: Path) -> None:
+    # a store of version 1 (before native resolution): one array per sensor, every band on the
+    # 10 m grid, no "layout" attribute; read as one 10 m group per sensor
+    out = tmp_path / "v1"
+    prepare_shards([mt_root], out, SENSORS, tiles_per_shard=5, native=False)
+    meta = json.loads((out / "zarr.json").read_text())
+    del meta["attributes"]["layout"]
+    meta["attributes"]["version"] = 1
+    (out / "zarr.json").write_text(json.dumps(meta))
+    st = ShardStore(out)
+    assert all(len(st.layout[s]) == 1 and st.layout[s][0].array == s for s in SENSORS)
+    ref = build_pretrain_dataset([mt_root], SENSORS, views=VIEWS, seed=6)
+    got = build_shard_dataset(out, SENSORS, views=VIEWS, seed=6)
+    keys = [(i, 0, i) for i in range(0, 20, 3)]
+    a = collate_views([ref[k] for k in keys], SENSORS)
+    b = BatchMultiCrop(VIEWS, SENSORS, ENCODINGS, "cpu").from_samples([got[k] for k in keys])
+    for key in ("teacher", "student_global", "student_local"):
+        for va, vb in zip(a[key], b[key]):
+            for s in SENSORS:
+                assert (va["inputs"][s] - vb["inputs"][s]).abs().max() <= _bound(s, native=False)

@@ -165,17 +165,27 @@ def banded_weights(
     cols, wts = _composed_taps(resample, n_in, factor, origin, start, count, size)
     if flip:
         cols, wts = cols[::-1], wts[::-1]
-    out = []
-    for i0 in range(0, size, block):
-        i1 = min(i0 + block, size)
-        c, w = cols[i0:i1], wts[i0:i1]
-        lo, hi = int(c.min()), int(c.max()) + 1
-        flat = (np.arange(i1 - i0)[:, None] * (hi - lo) + (c - lo)).ravel()
-        b = np.bincount(flat, w.ravel(), minlength=(i1 - i0) * (hi - lo))
-        out.append(
-            (i0, i1, lo, hi, torch.from_numpy(b.reshape(i1 - i0, hi - lo).astype(np.float32)))
+    # every block's (rows, lo..hi) matrix in one bincount over a concatenated buffer
+    starts = np.arange(0, size, block)
+    ends = np.minimum(starts + block, size)
+    lo = np.minimum.reduceat(cols.min(1), starts)
+    hi = np.maximum.reduceat(cols.max(1), starts) + 1
+    width = hi - lo
+    offset = np.concatenate([[0], np.cumsum((ends - starts) * width)])
+    blk = np.repeat(np.arange(len(starts)), ends - starts)  # block of each output row
+    local = np.arange(size) - starts[blk]
+    flat = offset[blk][:, None] + local[:, None] * width[blk][:, None] + (cols - lo[blk][:, None])
+    buf = np.bincount(flat.ravel(), wts.ravel(), minlength=int(offset[-1])).astype(np.float32)
+    return [
+        (
+            int(a),
+            int(b),
+            int(lo[k]),
+            int(hi[k]),
+            torch.from_numpy(buf[offset[k] : offset[k + 1]].reshape(b - a, width[k])),
         )
-    return out
+        for k, (a, b) in enumerate(zip(starts, ends))
+    ]
 
 
 def apply_banded(
