@@ -1,24 +1,31 @@
 """Multi-crop views of a whole batch at once, on the CPU or the accelerator (``data.augment_device``).
 
-The per-sample path (:class:`terrafm.data.multicrop.MultiCrop`) normalises a full tile and resizes
-each crop in the dataset, per sample. Here a batch arrives as the stored integers of each sample's
-read window (the smallest box holding all of its crop boxes, see
-:meth:`terrafm.data.multicrop.ViewPlan.bounds`) with its validity mask and its
+The per-sample path (:class:`terrafm.data.multicrop.MultiCrop`) normalises a full tile on the
+10 m grid and resizes each crop in the dataset, per sample. Here a batch arrives as the stored
+integers of each sample's read window (the smallest box holding all of its crop boxes, see
+:meth:`terrafm.data.multicrop.ViewPlan.bounds`), one :class:`GroupWindow` per stored array (the
+bands of one native resolution), with its validity mask on the 10 m grid and its
 :class:`~terrafm.data.multicrop.ViewPlan`; decoding to model units, z-scoring, masking of invalid
 pixels, cropping, resizing, flipping and the sensor masks of contract B run batched on tensors.
 
-Resizing is :func:`terrafm.data.multicrop.resize`, the per-sample path's (antialiased bilinear by
-default, or plain bilinear, ``MultiCropConfig.resample``), in one of two forms:
+Resizing gives the per-sample path's values: its filter (antialiased bilinear by default, or
+plain bilinear, ``MultiCropConfig.resample``) applied to the bands on the 10 m grid, where the
+20 m / 60 m bands are bilinearly resampled from their native pixels. For a native array both
+steps are one linear map, :func:`composed_weights` (docs/data.md, "Native resolution"). Two forms:
 
-- ``interpolate`` (the CPU's): sample by sample, each read window is cast to float once, its
-  invalid pixels set to the stored value of the sensor mean, every crop resized in stored units
-  (the sensors a view uses in one call), and the z-scoring (an affine map per band, which
-  commutes with a resize whose weights sum to 1) applied only to the resized views while they
-  are written into the batch tensors;
-- ``matmul`` (the accelerator's): the windows are z-scored, then each view is resized as one
-  batched product ``out = R @ x @ Cᵀ`` with ``R`` (S, H) and ``C`` (S, W) the 1-D weights of the
-  filter (:func:`aa_weights`, :func:`bilinear_weights`, checked against ``interpolate``), zero
-  outside the crop box and with ``C``'s rows reversed for a flip.
+- ``interpolate`` (the CPU's): sample by sample, each read window is cast to float once; the
+  10 m bands' invalid pixels are set to the stored value of the sensor mean and every crop of
+  them is resized with :func:`terrafm.data.multicrop.resize` (the sensors a view uses in one
+  call); the coarse arrays are resized straight from native pixels by :func:`apply_banded` with
+  :func:`banded_weights` (or, where the sensor has invalid pixels in the window, resampled onto
+  the 10 m window first); the z-scoring (an affine map per band, which commutes with a resize
+  whose weights sum to 1) is applied only to the resized views while they are written into the
+  batch tensors;
+- ``matmul`` (the accelerator's): the windows are z-scored (coarse arrays resampled onto the
+  10 m window by one batched product), then each view is resized as one batched product
+  ``out = R @ x @ Cᵀ`` with ``R`` (S, H) and ``C`` (S, W) the 1-D weights of the filter
+  (:func:`aa_weights`, :func:`bilinear_weights`, checked against ``interpolate``), zero outside
+  the crop box and with ``C``'s rows reversed for a flip.
 
 Both give the per-sample path's values up to float rounding and the storage quantisation.
 """

@@ -2,8 +2,13 @@
 
 A shard store is one Zarr v3 group (format and choices: ``docs/data.md``, "Training shards")::
 
-    <out>/zarr.json                 group; attributes: format, sensors, tile size, encodings, sources
-    <out>/<sensor>/                 uint16 (N, C, T, T): tile n, bands in stem order, 10 m grid
+    <out>/zarr.json                 group; attributes: format, version, sensors, tile size,
+                                    encodings, layout (the arrays of each sensor), sources
+    <out>/<sensor>_<gsd>m/          uint16 (N, C_g, T/f + 2h, T/f + 2h): tile n, the bands of one
+                                    native resolution (S2: 10 m f=1, 20 m f=2, 60 m f=6; halo h=1
+                                    for the coarse ones), stem order
+    <out>/<sensor>/                 uint16 (N, C, T, T): all bands on the 10 m grid (S1; sources
+                                    read only on the 10 m grid; ``native=False``; version 1)
     <out>/valid/                    bool (N, n_sensors, T, T): pixel usable (not no-data/cloud/NaN)
     <out>/cells.parquet             one row per cell: name, sensors, land cover, provenance
     <out>/tiles.parquet             one row per tile: size, read errors, valid/finite pixel counts
@@ -12,14 +17,16 @@ A shard store is one Zarr v3 group (format and choices: ``docs/data.md``, "Train
 Arrays are chunked one tile x all bands x ``chunk`` px (a crop window decodes only the chunks it
 touches) and grouped by Zarr's sharding codec, ``tiles_per_shard`` tiles per file, each chunk
 compressed with Blosc (Zstd or LZ4HC, byte shuffle). Values are stored as ``stored = round((value -
-offset) / scale)``: S2 DN with offset -1000 DN and scale 1 (exact for DN, ±0.5 DN for the 20 m /
-60 m bands the reader resampled), S1 dB with offset -128 dB and scale 1/256 dB (error <= 1/512
-dB, range [-128, 128) dB). Invalid pixels store 0.
+offset) / scale)``: S2 DN with offset -1000 DN and scale 1 (exact: at native resolution every band
+keeps its integers; on the 10 m grid ±0.5 DN for the resampled 20 m / 60 m bands), S1 dB with
+offset -128 dB and scale 1/256 dB (error <= 1/512 dB, range [-128, 128) dB). Invalid 10 m pixels
+store 0.
 
 Reading reproduces :class:`terrafm.data.dataset.MultiCropDataset`: the same curated tile table,
 sampler keys, skip rules (read errors recorded at prepare time, the ``max_invalid`` rule applied to
 the stored pixel counts), substitutes and view plans; only each sample's read window is decoded
-and the views are cut batched by :class:`terrafm.data.batch_multicrop.BatchMultiCrop`.
+(per array, the window scaled to its grid, :func:`group_span`) and the views are cut batched by
+:class:`terrafm.data.batch_multicrop.BatchMultiCrop`.
 """
 
 from __future__ import annotations
