@@ -15,7 +15,9 @@ Then, for both paths on the same cells and views:
         [--batches 6] [--workers 0 1 2] [--global-size 224 --local-size 96 --n-local 8]
         [--baseline-src DIR] [--quick] [--json FILE]
 
-The CPU figures are given for both resampling filters (``MultiCropConfig.resample``:
+The shards are prepared in the default layout (each band at its native resolution) and, for
+comparison, on the 10 m grid (``native=False``). The CPU figures are given for both resampling
+filters (``MultiCropConfig.resample``:
 ``antialias``, the default, and ``bilinear``) and for the shards with both chunk codecs (``zstd``,
 ``lz4hc``), each the least of ``--repeats`` interleaved rounds. With ``--baseline-src DIR`` (the
 ``src`` folder of another version of the package, e.g. ``git archive REV src | tar -x -C
@@ -305,6 +307,13 @@ def main() -> None:
             f"cells/h), peak {mem.mib:.0f} MiB; shards {shard_bytes / 2**20:.1f} MiB = "
             f"{shard_bytes / source_bytes:.2f} x the parquet"
         )
+        grid = Path(tmp) / "shards_grid10"  # every band on the 10 m grid (version-1 layout)
+        prepare_shards([root], grid, SENSORS, workers=args.prepare_workers, native=False)
+        grid_bytes = _bytes(grid)
+        print(
+            f"prepare on the 10 m grid (native=False): shards {grid_bytes / 2**20:.1f} MiB = "
+            f"{grid_bytes / source_bytes:.2f} x the parquet"
+        )
         lz4 = Path(tmp) / "shards_lz4hc"  # the faster-to-decode codec (prepare --codec lz4hc)
         t1 = time.perf_counter()
         prepare_shards([root], lz4, SENSORS, workers=args.prepare_workers, codec="lz4hc")
@@ -322,6 +331,8 @@ def main() -> None:
             "parquet_bilinear": lambda: cpu_per_sample(root, False, bilinear, nb, nt),
             "shards_bilinear": lambda: cpu_per_sample(store, True, bilinear, nb, nt),
             "shards_views_on_gpu": lambda: cpu_per_sample_raw(store, views, nb, nt),
+            "grid10": lambda: cpu_per_sample(grid, True, views, nb, nt),
+            "grid10_bilinear": lambda: cpu_per_sample(grid, True, bilinear, nb, nt),
             "lz4hc": lambda: cpu_per_sample(lz4, True, views, nb, nt),
             "lz4hc_bilinear": lambda: cpu_per_sample(lz4, True, bilinear, nb, nt),
             "lz4hc_views_on_gpu": lambda: cpu_per_sample_raw(lz4, views, nb, nt),
@@ -351,6 +362,8 @@ def main() -> None:
             "parquet_bilinear": "parquet (bilinear)",
             "shards_bilinear": "shards, views on the CPU (bilinear)",
             "shards_views_on_gpu": "shards, views on the GPU: the workers' share",
+            "grid10": "10 m-grid shards (native=False), views on the CPU (antialias)",
+            "grid10_bilinear": "10 m-grid shards (native=False), views on the CPU (bilinear)",
             "lz4hc": "lz4hc shards, views on the CPU (antialias)",
             "lz4hc_bilinear": "lz4hc shards, views on the CPU (bilinear)",
             "lz4hc_views_on_gpu": "lz4hc shards, views on the GPU: the workers' share",
@@ -385,6 +398,7 @@ def main() -> None:
             "source_bytes": source_bytes,
             "shard_bytes": shard_bytes,
             "shard_bytes_lz4hc": lz4_bytes,
+            "shard_bytes_grid10": grid_bytes,
             "prepare_tiles_per_s": rep.tiles / rep.seconds,
             "prepare_peak_mib": mem.mib,
             "samples_per_s": {k: {str(w): r[0] for w, r in v.items()} for k, v in rates.items()},

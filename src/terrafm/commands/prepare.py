@@ -36,6 +36,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=["zstd", "lz4hc"],
         help="chunk compression: zstd (smaller) or lz4hc (~1.25x bigger, ~3.5x faster to decode)",
     )
+    p.add_argument(
+        "--grid-10m",
+        action="store_true",
+        help="store every band resampled to the 10 m grid (default: each band at its native "
+        "resolution where the source reads it, see docs/data.md)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         tiles_per_shard=args.tiles_per_shard,
         codec=args.codec,
+        native=not args.grid_10m,
         progress=progress,
     )
     print(report.format())

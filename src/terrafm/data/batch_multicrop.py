@@ -1,24 +1,31 @@
 """Multi-crop views of a whole batch at once, on the CPU or the accelerator (``data.augment_device``).
 
-The per-sample path (:class:`terrafm.data.multicrop.MultiCrop`) normalises a full tile and resizes
-each crop in the dataset, per sample. Here a batch arrives as the stored integers of each sample's
-read window (the smallest box holding all of its crop boxes, see
-:meth:`terrafm.data.multicrop.ViewPlan.bounds`) with its validity mask and its
+The per-sample path (:class:`terrafm.data.multicrop.MultiCrop`) normalises a full tile on the
+10 m grid and resizes each crop in the dataset, per sample. Here a batch arrives as the stored
+integers of each sample's read window (the smallest box holding all of its crop boxes, see
+:meth:`terrafm.data.multicrop.ViewPlan.bounds`), one :class:`GroupWindow` per stored array (the
+bands of one native resolution), with its validity mask on the 10 m grid and its
 :class:`~terrafm.data.multicrop.ViewPlan`; decoding to model units, z-scoring, masking of invalid
 pixels, cropping, resizing, flipping and the sensor masks of contract B run batched on tensors.
 
-Resizing is :func:`terrafm.data.multicrop.resize`, the per-sample path's (antialiased bilinear by
-default, or plain bilinear, ``MultiCropConfig.resample``), in one of two forms:
+Resizing gives the per-sample path's values: its filter (antialiased bilinear by default, or
+plain bilinear, ``MultiCropConfig.resample``) applied to the bands on the 10 m grid, where the
+20 m / 60 m bands are bilinearly resampled from their native pixels. For a native array both
+steps are one linear map, :func:`composed_weights` (docs/data.md, "Native resolution"). Two forms:
 
-- ``interpolate`` (the CPU's): sample by sample, each read window is cast to float once, its
-  invalid pixels set to the stored value of the sensor mean, every crop resized in stored units
-  (the sensors a view uses in one call), and the z-scoring (an affine map per band, which
-  commutes with a resize whose weights sum to 1) applied only to the resized views while they
-  are written into the batch tensors;
-- ``matmul`` (the accelerator's): the windows are z-scored, then each view is resized as one
-  batched product ``out = R @ x @ Cᵀ`` with ``R`` (S, H) and ``C`` (S, W) the 1-D weights of the
-  filter (:func:`aa_weights`, :func:`bilinear_weights`, checked against ``interpolate``), zero
-  outside the crop box and with ``C``'s rows reversed for a flip.
+- ``interpolate`` (the CPU's): sample by sample, each read window is cast to float once; the
+  10 m bands' invalid pixels are set to the stored value of the sensor mean and every crop of
+  them is resized with :func:`terrafm.data.multicrop.resize` (the sensors a view uses in one
+  call); the coarse arrays are resized straight from native pixels by :func:`apply_banded` with
+  :func:`banded_weights` (or, where the sensor has invalid pixels in the window, resampled onto
+  the 10 m window first); the z-scoring (an affine map per band, which commutes with a resize
+  whose weights sum to 1) is applied only to the resized views while they are written into the
+  batch tensors;
+- ``matmul`` (the accelerator's): the windows are z-scored (coarse arrays resampled onto the
+  10 m window by one batched product), then each view is resized as one batched product
+  ``out = R @ x @ Cᵀ`` with ``R`` (S, H) and ``C`` (S, W) the 1-D weights of the filter
+  (:func:`aa_weights`, :func:`bilinear_weights`, checked against ``interpolate``), zero outside
+  the crop box and with ``C``'s rows reversed for a flip.
 
 Both give the per-sample path's values up to float rounding and the storage quantisation.
 """
@@ -37,7 +44,19 @@ from terrafm.data.multicrop import Box, MultiCropConfig, ViewPlan, resize
 from terrafm.errors import ConfigError
 from terrafm.sensors import get_sensor
 
-__all__ = ["BatchMultiCrop", "Encoding", "aa_weights", "bilinear_weights", "resolve_device"]
+__all__ = [
+    "BatchMultiCrop",
+    "Encoding",
+    "Group",
+    "GroupWindow",
+    "aa_weights",
+    "apply_banded",
+    "banded_weights",
+    "bilinear_weights",
+    "composed_weights",
+    "resolve_device",
+    "upsample_weights",
+]
 
 
 @dataclass(frozen=True)
@@ -53,6 +72,153 @@ class Encoding:
     offset: float
 
 
+@dataclass(frozen=True)
+class Group:
+    """One array of a shard store: bands of one sensor at one native resolution.
+
+    Attributes:
+        array: array name in the store.
+        factor: one stored pixel spans ``factor`` x ``factor`` pixels of the 10 m grid.
+        halo: stored pixels beyond the tile on each side.
+        bands: indices of the array's bands in the sensor's stem order.
+    """
+
+    array: str
+    factor: int
+    halo: int
+    bands: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class GroupWindow:
+    """The stored pixels of one :class:`Group` that a read window of the 10 m grid needs.
+
+    Attributes:
+        data: (len(bands), h, w) stored integers.
+        factor: as :attr:`Group.factor`.
+        bands: as :attr:`Group.bands`.
+        origin: (row, col): pixel ``q`` of the 10 m window samples ``data`` at ``origin + q /
+            factor`` (bilinear, pixel centres aligned); (0, 0) with ``factor`` 1, where ``data``
+            is the window itself.
+    """
+
+    data: np.ndarray
+    factor: int
+    bands: tuple[int, ...]
+    origin: tuple[float, float] = (0.0, 0.0)
+
+
+def upsample_weights(n_in: int, count: int, factor: int, origin: float) -> np.ndarray:
+    """(count, n_in) float64 weights of bilinear resampling of native pixels onto ``count`` 10 m
+    pixels: pixel ``q`` samples ``u = origin + q / factor`` (clamped to the window) from
+    ``floor(u)`` and ``floor(u) + 1``, as :func:`terrafm.io.resample.axis_weights` does on a
+    whole raster."""
+    u = np.clip(origin + np.arange(count) / factor, 0.0, n_in - 1)
+    i0 = np.floor(u).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    lam = u - i0
+    out = np.zeros((count, n_in))
+    rows = np.arange(count)
+    out[rows, i0] += 1.0 - lam
+    out[rows, i1] += lam
+    return out
+
+
+def composed_weights(
+    resample: str, n_in: int, factor: int, origin: float, start: int, count: int, size: int
+) -> np.ndarray:
+    """(size, n_in) float32 weights of one resampling from native pixels straight to a view.
+
+    The product of the view's filter (``count`` 10 m pixels from ``start`` -> ``size``,
+    :func:`aa_weights` or :func:`bilinear_weights`) and the bilinear upsampling of the native
+    pixels onto those 10 m pixels (:func:`upsample_weights`): both linear, so applying this one
+    matrix equals resampling to the 10 m grid and then to the view, up to float rounding.
+    """
+    cols, wts = _composed_taps(resample, n_in, factor, origin, start, count, size)
+    flat = (np.arange(size)[:, None] * n_in + cols).ravel()
+    dense = np.bincount(flat, wts.ravel(), minlength=size * n_in).reshape(size, n_in)
+    return dense.astype(np.float32)
+
+
+def _composed_taps(
+    resample: str, n_in: int, factor: int, origin: float, start: int, count: int, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`composed_weights` as (size, T) column indices and float64 weights."""
+    idx, wts = _taps(resample, count, size)  # the view's filter on the 10 m pixels
+    if factor == 1:
+        return start + idx, wts
+    # each 10 m tap spreads over two native pixels (upsample_weights)
+    u = np.clip(origin + (start + idx) / factor, 0.0, n_in - 1)
+    i0 = np.floor(u).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    lam = u - i0
+    return np.concatenate([i0, i1], 1), np.concatenate([wts * (1.0 - lam), wts * lam], 1)
+
+
+def banded_weights(
+    resample: str,
+    n_in: int,
+    factor: int,
+    origin: float,
+    start: int,
+    count: int,
+    size: int,
+    flip: bool = False,
+    block: int = 32,
+) -> list[tuple[int, int, int, int, torch.Tensor]]:
+    """:func:`composed_weights` (rows reversed with ``flip``) as blocks of ``block`` output
+    pixels, each with only its non-zero input columns: (first output, end output, first input,
+    end input, (outputs, inputs) float32 weights), for :func:`apply_banded`."""
+    cols, wts = _composed_taps(resample, n_in, factor, origin, start, count, size)
+    if flip:
+        cols, wts = cols[::-1], wts[::-1]
+    # every block's (rows, lo..hi) matrix in one bincount over a concatenated buffer
+    starts = np.arange(0, size, block)
+    ends = np.minimum(starts + block, size)
+    lo = np.minimum.reduceat(cols.min(1), starts)
+    hi = np.maximum.reduceat(cols.max(1), starts) + 1
+    width = hi - lo
+    offset = np.concatenate([[0], np.cumsum((ends - starts) * width)])
+    blk = np.repeat(np.arange(len(starts)), ends - starts)  # block of each output row
+    local = np.arange(size) - starts[blk]
+    flat = offset[blk][:, None] + local[:, None] * width[blk][:, None] + (cols - lo[blk][:, None])
+    buf = np.bincount(flat.ravel(), wts.ravel(), minlength=int(offset[-1])).astype(np.float32)
+    return [
+        (
+            int(a),
+            int(b),
+            int(lo[k]),
+            int(hi[k]),
+            torch.from_numpy(buf[offset[k] : offset[k + 1]].reshape(b - a, width[k])),
+        )
+        for k, (a, b) in enumerate(zip(starts, ends))
+    ]
+
+
+def apply_banded(
+    x: torch.Tensor,
+    rows: Sequence[tuple[int, int, int, int, torch.Tensor]],
+    cols: Sequence[tuple[int, int, int, int, torch.Tensor]],
+    size: int,
+) -> torch.Tensor:
+    """``R @ x @ Cᵀ`` per channel, for ``x`` laid out (h, C, w) (rows outermost) and banded
+    ``R``, ``C`` from :func:`banded_weights`: one matrix product per block of output pixels,
+    over its non-zero input band only, all channels at once. Returns a (C, size, size) view."""
+    r_lo, r_hi = min(b[2] for b in rows), max(b[3] for b in rows)
+    c_lo, c_hi = min(b[2] for b in cols), max(b[3] for b in cols)
+    n_ch, w = x.shape[1], c_hi - c_lo
+    # only the rows and columns the weights reach (a crop of a larger read window)
+    flat = x[r_lo:r_hi, :, c_lo:c_hi].reshape(r_hi - r_lo, n_ch * w)
+    y = torch.empty(size, n_ch * w)
+    for i0, i1, lo, hi, rb in rows:
+        torch.matmul(rb, flat[lo - r_lo : hi - r_lo], out=y[i0:i1])
+    y2 = y.view(size * n_ch, w)
+    zt = torch.empty(size, size * n_ch)  # (output column, output row x channel)
+    for j0, j1, lo, hi, cb in cols:
+        torch.matmul(cb, y2[:, lo - c_lo : hi - c_lo].T, out=zt[j0:j1])
+    return zt.view(size, size, n_ch).permute(2, 1, 0)
+
+
 @lru_cache(maxsize=4096)
 def aa_weights(n_in: int, n_out: int) -> np.ndarray:
     """(n_out, n_in) weights of antialiased bilinear resizing along one axis.
@@ -61,18 +227,7 @@ def aa_weights(n_in: int, n_out: int) -> np.ndarray:
     pixel centres aligned): output pixel ``i`` is centred at ``c = (i + 0.5) * n_in / n_out`` and
     takes input ``j`` with weight ``max(0, 1 - |j + 0.5 - c| / max(scale, 1))``, normalised to 1.
     """
-    scale = n_in / n_out
-    support = max(scale, 1.0)
-    out = np.zeros((n_out, n_in), np.float32)
-    for i in range(n_out):
-        centre = scale * (i + 0.5)
-        lo = max(int(centre - support + 0.5), 0)
-        hi = min(int(centre + support + 0.5), n_in)
-        j = np.arange(lo, hi, dtype=np.float64)
-        w = np.maximum(0.0, 1.0 - np.abs((j - centre + 0.5) / support))
-        total = w.sum()
-        out[i, lo:hi] = w / total if total > 0 else w
-    return out
+    return _dense(*_taps("antialias", n_in, n_out), n_in)
 
 
 @lru_cache(maxsize=4096)
@@ -80,16 +235,35 @@ def bilinear_weights(n_in: int, n_out: int) -> np.ndarray:
     """(n_out, n_in) weights of plain bilinear resizing along one axis (PyTorch's rule, pixel
     centres aligned): output ``i`` samples ``x = max((i + 0.5) * n_in / n_out - 0.5, 0)`` from
     its two neighbours ``floor(x)`` and ``floor(x) + 1`` (clamped to the last pixel)."""
+    return _dense(*_taps("bilinear", n_in, n_out), n_in)
+
+
+def _dense(idx: np.ndarray, wts: np.ndarray, n_in: int) -> np.ndarray:
+    flat = (np.arange(idx.shape[0])[:, None] * n_in + idx).ravel()
+    out = np.bincount(flat, wts.ravel(), minlength=idx.shape[0] * n_in)
+    return out.reshape(idx.shape[0], n_in).astype(np.float32)
+
+
+@lru_cache(maxsize=4096)
+def _taps(resample: str, n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """The non-zero weights of :func:`aa_weights` / :func:`bilinear_weights` (their rules) as
+    (n_out, K) input indices and float64 weights (unused taps: weight 0 on a valid index)."""
     scale = n_in / n_out
-    out = np.zeros((n_out, n_in), np.float32)
-    for i in range(n_out):
-        x = max((i + 0.5) * scale - 0.5, 0.0)
-        i0 = min(int(x), n_in - 1)
-        i1 = min(i0 + 1, n_in - 1)
+    centre = scale * (np.arange(n_out) + 0.5)
+    if resample == "bilinear":
+        x = np.maximum(centre - 0.5, 0.0)
+        i0 = np.minimum(x.astype(np.int64), n_in - 1)
+        i1 = np.minimum(i0 + 1, n_in - 1)
         frac = x - i0
-        out[i, i0] += 1.0 - frac
-        out[i, i1] += frac
-    return out
+        return np.stack([i0, i1], 1), np.stack([1.0 - frac, frac], 1)
+    support = max(scale, 1.0)
+    lo = np.maximum(np.trunc(centre - support + 0.5).astype(np.int64), 0)
+    hi = np.minimum(np.trunc(centre + support + 0.5).astype(np.int64), n_in)
+    j = lo[:, None] + np.arange(max(int((hi - lo).max()), 1))[None]
+    w = np.maximum(0.0, 1.0 - np.abs((j - centre[:, None] + 0.5) / support))
+    w[j >= hi[:, None]] = 0.0
+    total = w.sum(1, keepdims=True)
+    return np.minimum(j, n_in - 1), w / np.where(total > 0, total, 1.0)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -150,16 +324,69 @@ class BatchMultiCrop:
             s: (-self._cpu_affine[s][1] / self._cpu_affine[s][0]).astype(np.float32)
             for s in self.sensors
         }
+        self._sub: dict[
+            tuple[str, tuple[int, ...]], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
+        ] = {}
 
-    def normalise(self, sensor: str, raw: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) stored integers -> z-scored float32, invalid pixels 0 (the sensor mean)."""
-        a, b = self._affine[sensor]
-        if self.device.type == "cpu":  # numpy's integer-to-float cast is ~4x torch's on a CPU
-            x = torch.from_numpy(raw.numpy().astype(np.float32))
-        else:
-            x = raw.to(self.device, non_blocking=True).float()
-        x.mul_(a).add_(b)
-        v = valid.to(self.device, non_blocking=True)
+    def _as_groups(self, sensor: str, win: Any) -> tuple[GroupWindow, ...]:
+        """A sensor's read window as group windows (a plain (C, h, w) array: one 10 m group)."""
+        if isinstance(win, np.ndarray | torch.Tensor):
+            return (GroupWindow(np.asarray(win), 1, tuple(range(get_sensor(sensor).num_bands))),)
+        return tuple(win)
+
+    def _band_affine(
+        self, sensor: str, bands: tuple[int, ...]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(scale, shift) of z-scoring ``bands`` of ``sensor`` as (C,) tensors, and their index
+        tensor (None for all bands in order)."""
+        key = (sensor, bands)
+        got = self._sub.get(key)
+        if got is None:
+            a, b = (t.flatten() for t in self._affine[sensor])
+            if bands == tuple(range(a.shape[0])):
+                got = (a, b, None)
+            else:
+                idx = torch.tensor(bands, device=a.device)
+                got = (a[idx], b[idx], idx)
+            self._sub[key] = got
+        return got
+
+    def normalise(
+        self, sensor: str, groups: Sequence[Mapping[str, Any]], valid: torch.Tensor
+    ) -> torch.Tensor:
+        """The accelerator path: collated stored windows (:func:`terrafm.data.shards.collate_raw`)
+        -> (B, C, H, W) z-scored float32 on the 10 m window, invalid pixels 0 (the sensor mean).
+
+        Coarse groups are z-scored at native resolution and resampled onto the 10 m window by one
+        batched product with their :func:`upsample_weights` (z-scoring is affine per band and the
+        weights of each output pixel sum to 1, so the order does not matter)."""
+        n_batch, height, width = valid.shape
+        dev = self.device
+        x = torch.empty(n_batch, get_sensor(sensor).num_bands, height, width, device=dev)
+        for g in groups:
+            data = g["data"]
+            if dev.type == "cpu":  # numpy's integer-to-float cast is ~4x torch's on a CPU
+                xg = torch.from_numpy(data.numpy().astype(np.float32))
+            else:
+                xg = data.to(dev, non_blocking=True).float()
+            a, b, idx = self._band_affine(sensor, tuple(g["bands"]))
+            xg.mul_(a[:, None, None]).add_(b[:, None, None])
+            if g["factor"] > 1:
+                hn, wn = xg.shape[-2:]
+                ur = np.stack(
+                    [upsample_weights(hn, height, g["factor"], o[0]) for o in g["origin"]]
+                )
+                uc = np.stack([upsample_weights(wn, width, g["factor"], o[1]) for o in g["origin"]])
+                r = torch.from_numpy(ur.astype(np.float32)).to(dev, non_blocking=True)[:, None]
+                c = torch.from_numpy(uc.astype(np.float32)).to(dev, non_blocking=True)[:, None]
+                xg = r @ xg @ c.transpose(-1, -2)
+            else:
+                xg = xg[..., :height, :width]
+            if idx is None:
+                x.copy_(xg)
+            else:
+                x[:, idx] = xg
+        v = valid.to(dev, non_blocking=True)
         partial = torch.nonzero(~v.flatten(1).all(1)).flatten().tolist()
         for i in partial:  # only samples with invalid pixels need the mask
             x[i].mul_(v[i])
@@ -201,13 +428,19 @@ class BatchMultiCrop:
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
         """The CPU path: teacher, student-global and student-local views, sample by sample.
 
-        ``windows[b]``: sensor -> stored integers (C, h, w) of sample ``b``'s read window (only
-        the sensors its views use), ``valids[b]``: sensor -> (h, w) bool. Each window is cast to
-        float once, its invalid pixels set to the stored value of the sensor mean, and every crop
-        is resized in stored units, the sensors a view uses in one call; the z-scoring (an
-        affine map per band, which commutes with a resize whose weights sum to 1) is applied to
-        the resized views only, while they are written into the batch tensors. The views equal
-        :meth:`__call__`'s to float rounding (tested), at a fraction of the memory traffic.
+        ``windows[b]``: sensor -> the stored integers of sample ``b``'s read window, as
+        :class:`GroupWindow` s (one per native resolution) or one (C, h, w) array on the 10 m
+        grid; ``valids[b]``: sensor -> (h, w) bool on the 10 m grid (only the sensors its views
+        use). Each window is cast to float once. Bands on the 10 m grid get the stored value of
+        the sensor mean in their invalid pixels and every crop is resized in stored units with
+        :func:`~terrafm.data.multicrop.resize`, the 10 m groups of the sensors a view uses in one
+        call. Coarser bands are resized straight from their native pixels with one matrix per
+        axis (:func:`composed_weights`: the upsampling to 10 m and the view's filter in one),
+        unless the sensor has invalid pixels in the window: those are masked on the 10 m grid,
+        so such a window is first resampled onto it (:func:`upsample_weights`). The z-scoring
+        (an affine map per band, which commutes with resizes whose weights sum to 1) is applied
+        to the resized views only, while they are written into the batch tensors. The views
+        equal :meth:`__call__`'s and the per-sample path's to float rounding (tested).
         """
         cfg, n_batch = self.cfg, len(plans)
         bands = {s: get_sensor(s).num_bands for s in self.sensors}
@@ -221,24 +454,63 @@ class BatchMultiCrop:
         for k, plan in enumerate(plans):
             win = windows[k]
             present = [s for s in self.sensors if s in win]
-            start, lo = {}, 0
+            oks = {s: np.asarray(valids[k][s]) for s in present}
+            height, width = oks[present[0]].shape if present else (0, 0)
+            fine: list[tuple[str, tuple[int, ...], Any]] = []  # 10 m grid: (sensor, bands, data)
+            # windows resized straight from native pixels, stacked when they share the geometry
+            # (the 20 m bands of L1C and L2A): (factor, origin) -> [(sensor, bands, window)]
+            stacks: dict[
+                tuple[int, tuple[float, float], tuple[int, int]],
+                list[tuple[str, tuple[int, ...], Any]],
+            ] = {}
             for s in present:
-                start[s], lo = lo, lo + bands[s]
-            height, width = np.shape(win[present[0]])[-2:] if present else (0, 0)
+                full = bool(oks[s].all())
+                for gw in self._as_groups(s, win[s]):
+                    if gw.factor == 1:
+                        fine.append((s, gw.bands, gw.data))
+                        continue
+                    if full:
+                        hn, wn = np.shape(gw.data)[-2:]
+                        key = (gw.factor, gw.origin, (int(hn), int(wn)))
+                        stacks.setdefault(key, []).append((s, gw.bands, gw.data))
+                        continue
+                    xg = np.asarray(gw.data).astype(np.float32)
+                    hn, wn = xg.shape[-2:]
+                    ur = upsample_weights(hn, height, gw.factor, gw.origin[0]).astype(np.float32)
+                    uc = upsample_weights(wn, width, gw.factor, gw.origin[1]).astype(np.float32)
+                    fine.append((s, gw.bands, ur @ xg @ uc.T))
+            blocks: list[tuple[str, tuple[int, ...], int]] = []  # (sensor, bands, channel)
+            lo = 0
+            for s, bs, _ in fine:
+                blocks.append((s, bs, lo))
+                lo += len(bs)
             x = np.empty((lo, height, width), np.float32)
-            for s in present:
-                xs = x[start[s] : start[s] + bands[s]]
-                xs[...] = np.asarray(win[s])  # the cast, once per window
-                ok = np.asarray(valids[k][s])
-                if not ok.all():
-                    xs[:, ~ok] = self._fill[s][:, None]
+            for (s, bs, c0), (_, _, d) in zip(blocks, fine):
+                xs = x[c0 : c0 + len(bs)]
+                xs[...] = d  # the cast, once per window
+                if not oks[s].all():
+                    xs[:, ~oks[s]] = self._fill[s][list(bs), None]
             xt = torch.from_numpy(x)
+            coarse: list[tuple[int, tuple[float, float], torch.Tensor, list[Any]]] = []
+            for (f, origin, shape), members in stacks.items():
+                n_ch = sum(len(bs) for _, bs, _ in members)
+                # rows outermost, the layout of apply_banded
+                xc = np.empty((shape[0], n_ch, shape[1]), np.float32)
+                c0, placed = 0, []
+                for s, bs, d in members:
+                    xc[:, c0 : c0 + len(bs)] = np.asarray(d).transpose(1, 0, 2)  # the cast
+                    placed.append((s, bs, c0))
+                    c0 += len(bs)
+                coarse.append((f, origin, torch.from_numpy(xc), placed))
+            cache: dict[tuple[object, ...], Any] = {}
             for v in range(cfg.n_global):
                 targets = [(teacher[v], plan.teacher[v]), (student_g[v], plan.student[v])]
-                self._cut(xt, start, k, plan.g_boxes[v], plan.g_flips[v], cfg.global_size, targets)
+                box, flip = plan.g_boxes[v], plan.g_flips[v]
+                self._cut(xt, blocks, coarse, cache, k, box, flip, cfg.global_size, targets)
             for v in range(cfg.n_local):
                 targets = [(student_l[v], plan.local[v])]
-                self._cut(xt, start, k, plan.l_boxes[v], plan.l_flips[v], cfg.local_size, targets)
+                box, flip = plan.l_boxes[v], plan.l_flips[v]
+                self._cut(xt, blocks, coarse, cache, k, box, flip, cfg.local_size, targets)
 
         def views(
             inputs: Sequence[dict[str, torch.Tensor]], draws: Sequence[Sequence[tuple[str, ...]]]
@@ -260,39 +532,71 @@ class BatchMultiCrop:
             views(student_l, [[p.local[v] for p in plans] for v in range(cfg.n_local)]),
         )
 
+    def _write(self, dst: torch.Tensor, s: str, bands: tuple[int, ...], y: torch.Tensor) -> None:
+        """z-score resized ``bands`` of sensor ``s`` (stored units) into ``dst`` (C, S, S)."""
+        a, b, idx = self._band_affine(s, bands)
+        if idx is None:
+            torch.addcmul(b[:, None, None], y, a[:, None, None], out=dst)
+        else:  # band by band: ``y`` may be a strided view (apply_banded)
+            for k, band in enumerate(bands):
+                torch.addcmul(b[k], y[k], a[k], out=dst[band])
+
     def _cut(
         self,
         x: torch.Tensor,
-        start: Mapping[str, int],
+        blocks: Sequence[tuple[str, tuple[int, ...], int]],
+        coarse: Sequence[tuple[int, tuple[float, float], torch.Tensor, list[Any]]],
+        cache: dict[tuple[object, ...], Any],
         k: int,
         box: Box,
         flip: bool,
         size: int,
         targets: Sequence[tuple[dict[str, torch.Tensor], tuple[str, ...]]],
     ) -> None:
-        """Resize ``box`` of window ``x`` (stored units, sensor ``s`` at channels ``start[s]``
-        on) and write it, z-scored, into sample ``k`` of each target whose draw uses the sensor
-        (zeros elsewhere)."""
-        bands = {s: get_sensor(s).num_bands for s in start}
-        needed = [s for s in start if any(s in d for _, d in targets)]
-        runs: list[list[str]] = []  # sensors adjacent in the window are resized in one call
-        for s in needed:
-            if runs and start[runs[-1][-1]] + bands[runs[-1][-1]] == start[s]:
-                runs[-1].append(s)
+        """Resize ``box`` of one sample's window and write it, z-scored, into sample ``k`` of
+        each target whose draw uses the sensor (zeros elsewhere). ``x``: the 10 m blocks
+        (stored units; ``blocks`` = (sensor, bands, first channel)); ``coarse``: the native
+        windows resized straight to the view, stacked by geometry ((factor, origin, stored units,
+        [(sensor, bands, first channel)])); ``cache``: their weights."""
+        needed = {s for _, d in targets for s in d}
+        runs: list[list[int]] = []  # blocks adjacent in the window are resized in one call
+        for i, (s, _, _) in enumerate(blocks):
+            if s not in needed:
+                continue
+            if runs and runs[-1][-1] == i - 1:
+                runs[-1].append(i)
             else:
-                runs.append([s])
+                runs.append([i])
         top, left, h, w = box
         for run in runs:
-            c0, c1 = start[run[0]], start[run[-1]] + bands[run[-1]]
+            c0 = blocks[run[0]][2]
+            c1 = blocks[run[-1]][2] + len(blocks[run[-1]][1])
             y = resize(x[None, c0:c1, top : top + h, left : left + w], size, self.cfg.resample)[0]
             if flip:
                 y = y.flip(-1)
-            for s in run:
-                ys = y[start[s] - c0 : start[s] - c0 + bands[s]]
-                a, b = self._affine[s]
+            for i in run:
+                s, bs, b0 = blocks[i]
+                ys = y[b0 - c0 : b0 - c0 + len(bs)]
                 for dst, draw in targets:
                     if s in draw:
-                        torch.addcmul(b[0], ys, a[0], out=dst[s][k])
+                        self._write(dst[s][k], s, bs, ys)
+        for f, (o_r, o_c), xg, placed in coarse:
+            if not any(s in needed for s, _, _ in placed):
+                continue
+            hn, wn = xg.shape[0], xg.shape[2]
+            kr = ("r", f, hn, o_r, top, h, size)
+            kc = ("c", f, wn, o_c, left, w, size, flip)
+            r = cache.get(kr)
+            if r is None:
+                r = cache[kr] = banded_weights(self.cfg.resample, hn, f, o_r, top, h, size)
+            c = cache.get(kc)
+            if c is None:
+                c = cache[kc] = banded_weights(self.cfg.resample, wn, f, o_c, left, w, size, flip)
+            y = apply_banded(xg, r, c, size)
+            for s, bs, c0 in placed:
+                for dst, draw in targets:
+                    if s in draw:
+                        self._write(dst[s][k], s, bs, y[c0 : c0 + len(bs)])
         for dst, draw in targets:
             for s in self.sensors:
                 if s not in draw:
@@ -320,7 +624,21 @@ class BatchMultiCrop:
         if self.resize == "interpolate":  # per sample, from the padded windows
             n = len(plans)
             teacher_, student_g_, student_l_ = self.cut_samples(
-                [{s: r[b].numpy() for s, r in raw["raw"].items()} for b in range(n)],
+                [
+                    {
+                        s: tuple(
+                            GroupWindow(
+                                g["data"][b].numpy(),
+                                g["factor"],
+                                tuple(g["bands"]),
+                                (float(g["origin"][b][0]), float(g["origin"][b][1])),
+                            )
+                            for g in gs
+                        )
+                        for s, gs in raw["raw"].items()
+                    }
+                    for b in range(n)
+                ],
                 [{s: v[b].numpy() for s, v in raw["valid"].items()} for b in range(n)],
                 plans,
             )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -23,9 +23,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from rasterio.windows import Window
 
 from terrafm.data.skips import SampleError
-from terrafm.data.tiles import SensorTile, processing_baseline
+from terrafm.data.tiles import NativeGroup, SensorTile, processing_baseline
 from terrafm.errors import DataError
 from terrafm.io.geotiff import (
     DecodedRaster,
@@ -36,6 +37,7 @@ from terrafm.io.geotiff import (
     read_window,
     repair_crs,
 )
+from terrafm.io.resample import _resample_full
 from terrafm.outputs import atomic_write
 from terrafm.sensors import BOA_ADD_OFFSET, linear_to_db
 
@@ -480,6 +482,7 @@ class MajorTomProduct:
         out_cell: int | None = None,
         mask_clouds: bool = True,
         harmonize: bool = True,
+        native: bool = False,
     ) -> tuple[SensorTile, int]:
         """One tile of sample ``i`` on the 10 m grid, for the product's sensor.
 
@@ -491,6 +494,9 @@ class MajorTomProduct:
                 size, from its 10 m reference band), so several products share one grid.
             mask_clouds: mark ``cloud_mask`` pixels invalid.
             harmonize: remove the +1000 DN offset of processing baseline >= 04.00 products.
+            native: also return the bands at their native resolution (``SensorTile.native``,
+                the 20 m and 60 m bands with a one-pixel halo); the 10 m values are resampled
+                from those same native pixels.
 
         Returns:
             (tile, cell size of the grid used).
@@ -506,16 +512,30 @@ class MajorTomProduct:
         size = cell // tiles_per_side
         window = ((tile // tiles_per_side) * size, (tile % tiles_per_side) * size, size, size)
         arrays, nodata_tags = {}, {}
+        coarse: dict[str, np.ndarray] = {}  # band -> native pixels with halo (native=True)
         for b in [*model_bands, *mask]:
             mode = "nearest" if b in mask or _GSD[b] == 10 else "bilinear"
+            if native and mode == "bilinear" and spec.sensor != "s1":
+                arrays[b], nodata_tags[b], coarse[b] = _decode_native(
+                    blobs[b], cell, window, _GSD[b] // 10, f"{where} band {b}"
+                )
+                continue
             arrays[b], nodata_tags[b] = _decode_window(
                 blobs[b], (cell, cell), window, mode, f"{where} band {b}"
             )
         if spec.sensor == "s1":
             tile_data = _s1_tile(arrays, nodata_tags)
+            if native:
+                bands = tuple(range(tile_data.data.shape[0]))
+                tile_data = replace(tile_data, native=(NativeGroup(1, bands, tile_data.data),))
         else:
             baseline = int(self.metadata["baseline"].iat[i])
             tile_data = _s2_tile(arrays, nodata_tags, model_bands, mask, baseline, harmonize)
+            if native:
+                shift = BOA_ADD_OFFSET if harmonize and baseline >= 400 else 0.0
+                tile_data = replace(
+                    tile_data, native=_native_groups(tile_data.data, coarse, model_bands, shift)
+                )
         return tile_data, cell
 
 
@@ -555,6 +575,75 @@ def _decode_window(
         raise
     except Exception as e:
         raise SampleError("corrupt_geotiff", where, f"undecodable GeoTIFF: {e}") from e
+
+
+def _decode_native(
+    blob: object, cell: int, window: tuple[int, int, int, int], factor: int, where: str
+) -> tuple[np.ndarray, float | None, np.ndarray]:
+    """A coarse band's tile at native resolution with a one-pixel halo, and its 10 m window.
+
+    The native raster must be exactly ``cell / factor`` px (Major-TOM: 534 px 20 m and 178 px 60 m
+    bands in 1068 px cells) and the tile window a whole number of native pixels. The halo holds the
+    neighbouring tile's pixels, or the edge pixel repeated at the cell edge (what the clamped
+    bilinear sampling of :mod:`terrafm.io.resample` reads there). The 10 m values are that
+    resampling of these same pixels.
+
+    Returns:
+        (10 m window (h, w) float32, nodata tag, native (h / factor + 2, w / factor + 2) pixels).
+    """
+    if not isinstance(blob, bytes | bytearray) or not blob:
+        raise SampleError("corrupt_geotiff", where, "empty band cell")
+    top, left, h, w = window
+    if cell % factor or top % factor or left % factor or h % factor or w % factor:
+        raise SampleError(
+            "mismatch",
+            where,
+            f"tile window {window} of a {cell} px cell is not whole {factor * 10} m pixels: "
+            "cannot keep the band at native resolution (prepare a store on the 10 m grid)",
+        )
+    try:
+        with open_bytes(bytes(blob)) as src:
+            if src.count != 1:
+                raise SampleError(
+                    "corrupt_geotiff", where, f"expected 1 band, file has {src.count}"
+                )
+            n = cell // factor
+            if (src.height, src.width) != (n, n):
+                raise SampleError(
+                    "mismatch",
+                    where,
+                    f"native raster {src.height}x{src.width} px, expected {n}x{n} px for a "
+                    f"{cell} px cell at {factor * 10} m",
+                )
+            r0, c0 = top // factor - 1, left // factor - 1
+            r1, c1 = r0 + h // factor + 2, c0 + w // factor + 2
+            lo_r, lo_c, hi_r, hi_c = max(r0, 0), max(c0, 0), min(r1, n), min(c1, n)
+            got = src.read(1, window=Window(lo_c, lo_r, hi_c - lo_c, hi_r - lo_r))
+            nodata = src.nodata
+    except SampleError:
+        raise
+    except Exception as e:
+        raise SampleError("corrupt_geotiff", where, f"undecodable GeoTIFF: {e}") from e
+    ten_m = _resample_full(got[None], (n, n), (cell, cell), window, "bilinear", (lo_r, lo_c))[0]
+    pads = ((lo_r - r0, r1 - hi_r), (lo_c - c0, c1 - hi_c))
+    return ten_m, nodata, np.pad(got, pads, mode="edge")
+
+
+def _native_groups(
+    data: np.ndarray, coarse: dict[str, np.ndarray], bands: list[str], shift: float
+) -> tuple[NativeGroup, ...]:
+    """The S2 bands of a tile grouped by native resolution (10 m values from ``data``)."""
+    groups = []
+    for gsd in (10, 20, 60):
+        idx = tuple(k for k, b in enumerate(bands) if _GSD[b] == gsd)
+        if not idx:
+            continue
+        if gsd == 10:
+            groups.append(NativeGroup(1, idx, data[list(idx)]))
+        else:
+            stack = np.stack([coarse[bands[k]].astype(np.float32) for k in idx]) - np.float32(shift)
+            groups.append(NativeGroup(gsd // 10, idx, stack, halo=1))
+    return tuple(groups)
 
 
 def _s2_tile(

@@ -2,8 +2,13 @@
 
 A shard store is one Zarr v3 group (format and choices: ``docs/data.md``, "Training shards")::
 
-    <out>/zarr.json                 group; attributes: format, sensors, tile size, encodings, sources
-    <out>/<sensor>/                 uint16 (N, C, T, T): tile n, bands in stem order, 10 m grid
+    <out>/zarr.json                 group; attributes: format, version, sensors, tile size,
+                                    encodings, layout (the arrays of each sensor), sources
+    <out>/<sensor>_<gsd>m/          uint16 (N, C_g, T/f + 2h, T/f + 2h): tile n, the bands of one
+                                    native resolution (S2: 10 m f=1, 20 m f=2, 60 m f=6; halo h=1
+                                    for the coarse ones), stem order
+    <out>/<sensor>/                 uint16 (N, C, T, T): all bands on the 10 m grid (S1; sources
+                                    read only on the 10 m grid; ``native=False``; version 1)
     <out>/valid/                    bool (N, n_sensors, T, T): pixel usable (not no-data/cloud/NaN)
     <out>/cells.parquet             one row per cell: name, sensors, land cover, provenance
     <out>/tiles.parquet             one row per tile: size, read errors, valid/finite pixel counts
@@ -12,14 +17,16 @@ A shard store is one Zarr v3 group (format and choices: ``docs/data.md``, "Train
 Arrays are chunked one tile x all bands x ``chunk`` px (a crop window decodes only the chunks it
 touches) and grouped by Zarr's sharding codec, ``tiles_per_shard`` tiles per file, each chunk
 compressed with Blosc (Zstd or LZ4HC, byte shuffle). Values are stored as ``stored = round((value -
-offset) / scale)``: S2 DN with offset -1000 DN and scale 1 (exact for DN, ±0.5 DN for the 20 m /
-60 m bands the reader resampled), S1 dB with offset -128 dB and scale 1/256 dB (error <= 1/512
-dB, range [-128, 128) dB). Invalid pixels store 0.
+offset) / scale)``: S2 DN with offset -1000 DN and scale 1 (exact: at native resolution every band
+keeps its integers; on the 10 m grid ±0.5 DN for the resampled 20 m / 60 m bands), S1 dB with
+offset -128 dB and scale 1/256 dB (error <= 1/512 dB, range [-128, 128) dB). Invalid 10 m pixels
+store 0.
 
 Reading reproduces :class:`terrafm.data.dataset.MultiCropDataset`: the same curated tile table,
 sampler keys, skip rules (read errors recorded at prepare time, the ``max_invalid`` rule applied to
 the stored pixel counts), substitutes and view plans; only each sample's read window is decoded
-and the views are cut batched by :class:`terrafm.data.batch_multicrop.BatchMultiCrop`.
+(per array, the window scaled to its grid, :func:`group_span`) and the views are cut batched by
+:class:`terrafm.data.batch_multicrop.BatchMultiCrop`.
 """
 
 from __future__ import annotations
@@ -44,7 +51,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from terrafm.data.batch_multicrop import BatchMultiCrop, Encoding, resolve_device
+from terrafm.data.batch_multicrop import (
+    BatchMultiCrop,
+    Encoding,
+    Group,
+    GroupWindow,
+    resolve_device,
+)
 from terrafm.data.curation import TileTable, curate
 from terrafm.data.dataset import KeyedDataset
 from terrafm.data.landcover import LandCover
@@ -67,6 +80,7 @@ __all__ = [
     "collate_raw",
     "decode",
     "encode",
+    "group_span",
     "prepare_shards",
 ]
 
@@ -78,7 +92,7 @@ class ShardError(DataError, ValueError):
 log = logging.getLogger("terrafm.data")
 
 FORMAT = "terrafm-shards"
-VERSION = 1
+VERSION = 2  # 2: one array per native resolution ("layout"); 1: all bands on the 10 m grid
 ENCODINGS: dict[str, Encoding] = {
     "s1": Encoding(scale=1 / 256, offset=-128.0),
     "s2_l1c": Encoding(scale=1.0, offset=-1000.0),
@@ -112,6 +126,34 @@ def _chunk_side(tile: int) -> int:
     """Chunk side: the tile cut into pieces of at most 192 px (534 -> 178, 96 -> 96)."""
     pieces = -(-tile // 192)
     return -(-tile // pieces)
+
+
+def _layout(sensors: Sequence[str], size: int, native: bool) -> dict[str, list[Group]]:
+    """The arrays of each sensor: one per native resolution (``native``; S2: 10, 20 and 60 m,
+    the coarse ones with a one-pixel halo), or all bands on the 10 m grid in one array (sources
+    that only read the 10 m grid, or tiles that are not whole 60 m pixels)."""
+    out: dict[str, list[Group]] = {}
+    for s in sensors:
+        bands = get_sensor(s).bands
+        factors = sorted({max(1, round(b.gsd / 10)) for b in bands})
+        if not native or len(factors) == 1 or any(size % f for f in factors):
+            out[s] = [Group(s, 1, 0, tuple(range(len(bands))))]
+            continue
+        out[s] = [
+            Group(
+                f"{s}_{10 * f}m",
+                f,
+                0 if f == 1 else 1,
+                tuple(k for k, b in enumerate(bands) if max(1, round(b.gsd / 10)) == f),
+            )
+            for f in factors
+        ]
+    return out
+
+
+def _group_side(size: int, g: Group) -> int:
+    """Stored side of a ``size`` px tile in group ``g``'s array."""
+    return size // g.factor + 2 * g.halo
 
 
 # --------------------------------------------------------------------------------------------
@@ -278,9 +320,17 @@ def _init_worker(
     out: str,
     sensors: list[str],
     threads: int,
+    layout: dict[str, list[Group]],
 ) -> None:
     torch.set_num_threads(threads)
-    _WORKER.update(sources=sources, cells=cells, tiles=_Tiles(cells), out=out, sensors=sensors)
+    _WORKER.update(
+        sources=sources,
+        cells=cells,
+        tiles=_Tiles(cells),
+        out=out,
+        sensors=sensors,
+        layout=layout,
+    )
 
 
 def _prepare_shard(shard: int, tile_size: int, tiles_per_shard: int) -> dict[str, Any]:
@@ -290,7 +340,13 @@ def _prepare_shard(shard: int, tile_size: int, tiles_per_shard: int) -> dict[str
     all_tiles = w["tiles"]
     lo, hi = shard * tiles_per_shard, min(len(all_tiles), (shard + 1) * tiles_per_shard)
     n, size = hi - lo, tile_size
-    data = {s: np.zeros((n, get_sensor(s).num_bands, size, size), np.uint16) for s in sensors}
+    layout: dict[str, list[Group]] = w["layout"]
+    native = any(g.factor > 1 for gs in layout.values() for g in gs)
+    data = {
+        g.array: np.zeros((n, len(g.bands), _group_side(size, g), _group_side(size, g)), np.uint16)
+        for s in sensors
+        for g in layout[s]
+    }
     valid = np.zeros((n, len(sensors), size, size), bool)
     rows: dict[str, list[Any]] = {
         k: [] for k in ("index", "source", "cell", "tile", "height", "width", "errors", "order")
@@ -303,18 +359,25 @@ def _prepare_shard(shard: int, tile_size: int, tiles_per_shard: int) -> dict[str
     for k, (si, ci, t) in enumerate(all_tiles[i] for i in range(lo, hi)):
         src, cell = w["sources"][si], w["cells"][si][ci]
         wanted = [s for s in sensors if s in cell.sensors]
-        got, errors = src.read_tile(ci, t, wanted)
+        got, errors = (
+            src.read_tile(ci, t, wanted, native=True) if native else src.read_tile(ci, t, wanted)
+        )
         errors = list(errors)
         ok: dict[str, SensorTile] = {}
         for s, st in got.items():
             h, wd = st.data.shape[-2:]
+            problem = ""
             if h > size or wd > size or st.valid.shape != (h, wd):
+                problem = f"tile {st.data.shape} does not fit the store's {size} px tiles"
+            elif len(layout[s]) > 1:
+                groups = [(g.factor, g.bands) for g in st.native or ()]
+                if groups != [(g.factor, g.bands) for g in layout[s]]:
+                    problem = f"native band groups {groups} differ from the store's"
+                elif h % 6 or wd % 6:
+                    problem = f"tile {h}x{wd} px is not whole 60 m pixels"
+            if problem:
                 errors.append(
-                    SampleError(
-                        "mismatch",
-                        f"{src.name} tile {cell.name}/{t}",
-                        f"{s}: tile {st.data.shape} does not fit the store's {size} px tiles",
-                    )
+                    SampleError("mismatch", f"{src.name} tile {cell.name}/{t}", f"{s}: {problem}")
                 )
             else:
                 ok[s] = st
@@ -332,9 +395,18 @@ def _prepare_shard(shard: int, tile_size: int, tiles_per_shard: int) -> dict[str
             if st_ is not None and len(shapes) == 0:
                 finite = np.isfinite(st_.data).all(axis=0)
                 v = st_.valid & finite
-                stored, c = encode(s, st_.data, v)
-                clipped += c
-                data[s][k, :, :h, :wd] = stored
+                if len(layout[s]) == 1:  # all bands on the 10 m grid
+                    stored, c = encode(s, st_.data, v)
+                    clipped += c
+                    data[layout[s][0].array][k, :, :h, :wd] = stored
+                else:
+                    for g, ng in zip(layout[s], st_.native or ()):
+                        # 10 m bands: invalid pixels store 0; coarse bands: all finite pixels
+                        gv = v if g.factor == 1 else np.isfinite(ng.data).all(axis=0)
+                        stored, c = encode(s, ng.data, gv)
+                        clipped += c
+                        hn, wn = stored.shape[-2:]
+                        data[g.array][k, :, :hn, :wn] = stored
                 valid[k, sensors.index(s), :h, :wd] = v
                 nv, nf = int(v.sum()), int(finite.sum())
             rows[f"n_valid_{s}"].append(nv)
@@ -355,8 +427,8 @@ def _prepare_shard(shard: int, tile_size: int, tiles_per_shard: int) -> dict[str
         )
         rows["order"].append(json.dumps([s for s in got if s in ok]))
     group = _open_group(w["out"], "r+")
-    for s in sensors:
-        group[s][lo:hi] = data[s]
+    for name, arr in data.items():
+        group[name][lo:hi] = arr
     group["valid"][lo:hi] = valid
     with atomic_write(Path(w["out"]) / "progress" / f"shard_{shard:06d}.parquet") as tmp:
         pq.write_table(pa.table(rows), tmp)
@@ -378,6 +450,7 @@ def prepare_shards(
     progress: Callable[[int, int], None] | None = None,
     max_shards: int | None = None,
     codec: str = "zstd",
+    native: bool = True,
 ) -> PrepareReport:
     """Convert pretraining sources into a shard store at ``out`` (module docstring); resumable.
 
@@ -403,6 +476,10 @@ def prepare_shards(
         max_shards: stop after writing this many shards (to test resumption).
         codec: Blosc compressor of the chunks, ``zstd`` (level 3) or ``lz4hc`` (level 5: ~1.25x
             the bytes, ~3.5x faster to decode; docs/data.md, "Chunks and shards").
+        native: keep each band at its native resolution, one array per resolution, when every
+            source can read them (Major-TOM) and the tiles are whole 60 m pixels; otherwise (or
+            with False) all bands are stored on the 10 m grid (docs/data.md, "Native
+            resolution").
 
     Raises:
         ValueError: ``out`` holds a store prepared from other sources or settings, or other files.
@@ -437,6 +514,7 @@ def prepare_shards(
             )
         },
         "quality": {k: getattr(qual, k) for k in ("mask_clouds", "harmonize")},
+        "native": bool(native and all(getattr(src, "native_reads", False) for src in sources)),
     }
     done_marker = out / "zarr.json"
     if done_marker.exists():
@@ -454,6 +532,7 @@ def prepare_shards(
                 f"{codec!r}: rerun with that codec, or choose another output folder"
             )
         size = int(attrs["tile_size"])
+        layout = _read_layout(attrs)
     else:
         if out.exists() and any(out.iterdir()):  # never write a store over other files
             raise ShardError(f"{out} exists and is not a shard store: choose an empty folder")
@@ -462,6 +541,7 @@ def prepare_shards(
         size = tile_size or max(
             _probe_tile_size(sources, cells, sensors), cur.tile_size if folders else 0
         )
+        layout = _layout(sensors, size, bool(settings["native"]))
         _create_store(
             out,
             sensors,
@@ -471,6 +551,8 @@ def prepare_shards(
             tiles_per_shard,
             settings,
             codec,
+            layout,
+            coarse_chunk=chunk is not None,
         )
     if not (out / "cells.parquet").exists():
         with atomic_write(out / "cells.parquet") as tmp:
@@ -484,7 +566,14 @@ def prepare_shards(
         todo = todo[:max_shards]
     report = PrepareReport(tiles=len(tiles), shards=n_shards)
     job = partial(_prepare_shard, tile_size=size, tiles_per_shard=tiles_per_shard)
-    init_args = (sources, cells, str(out), sensors, 1 if workers else torch.get_num_threads())
+    init_args = (
+        sources,
+        cells,
+        str(out),
+        sensors,
+        1 if workers else torch.get_num_threads(),
+        layout,
+    )
 
     def collect(res: dict[str, Any]) -> None:
         nonlocal done
@@ -497,7 +586,7 @@ def prepare_shards(
             progress(done, n_shards)
 
     if workers <= 0:
-        _init_worker(*init_args[:4], threads=init_args[4])
+        _init_worker(*init_args)
         for j in todo:
             collect(job(j))
     else:
@@ -520,8 +609,12 @@ def _create_store(
     n: int,
     tiles_per_shard: int,
     settings: dict[str, Any],
-    codec: str = "zstd",
+    codec: str,
+    layout: dict[str, list[Group]],
+    coarse_chunk: bool = False,
 ) -> None:
+    """Create the arrays (chunks of ``ch`` px at 10 m; coarser arrays: of the same ground size
+    with ``coarse_chunk``, else of at most 192 px of their own)."""
     import zarr
     from zarr.codecs import BloscCodec
 
@@ -532,16 +625,21 @@ def _create_store(
     blosc = BloscCodec(cname=cname, clevel=CODECS[codec], shuffle="shuffle")
     group = zarr.open_group(str(out), mode="w")
     for s in sensors:
-        c = get_sensor(s).num_bands
-        group.create_array(
-            s,
-            shape=(n, c, size, size),
-            dtype="uint16",
-            chunks=(1, c, ch, ch),
-            shards=(tiles_per_shard, c, side, side),
-            compressors=blosc,
-            fill_value=0,
-        )
+        for g in layout[s]:
+            c, n_side = len(g.bands), _group_side(size, g)
+            g_ch = ch if g.factor == 1 else _chunk_side(n_side)
+            if g.factor > 1 and coarse_chunk:
+                g_ch = -(-ch // g.factor)
+            g_side = g_ch * -(-n_side // g_ch)
+            group.create_array(
+                g.array,
+                shape=(n, c, n_side, n_side),
+                dtype="uint16",
+                chunks=(1, c, g_ch, g_ch),
+                shards=(tiles_per_shard, c, g_side, g_side),
+                compressors=blosc,
+                fill_value=0,
+            )
     group.create_array(
         "valid",
         shape=(n, len(sensors), size, size),
@@ -565,9 +663,29 @@ def _create_store(
             },
             "settings": json.loads(json.dumps(settings)),
             "codec": codec,
+            "layout": {
+                s: [
+                    {"array": g.array, "factor": g.factor, "halo": g.halo, "bands": list(g.bands)}
+                    for g in gs
+                ]
+                for s, gs in layout.items()
+            },
             "complete": False,
         }
     )
+
+
+def _read_layout(attrs: dict[str, Any]) -> dict[str, list[Group]]:
+    """The arrays of each sensor; a store of version 1 holds every band on the 10 m grid in one
+    array named after the sensor (read as is)."""
+    if "layout" not in attrs:
+        return {
+            s: [Group(s, 1, 0, tuple(range(get_sensor(s).num_bands)))] for s in attrs["sensors"]
+        }
+    return {
+        s: [Group(g["array"], int(g["factor"]), int(g["halo"]), tuple(g["bands"])) for g in gs]
+        for s, gs in attrs["layout"].items()
+    }
 
 
 def _finish(out: Path, n_shards: int, sensors: list[str]) -> None:
@@ -744,6 +862,7 @@ class ShardStore:
             )
         self.attrs = attrs
         self.sensors: tuple[str, ...] = tuple(attrs["sensors"])
+        self.layout = _read_layout(attrs)
         self.tile_size = int(attrs["tile_size"])
         self.source_names: list[str] = list(attrs["settings"]["sources"])
         cells = self._table("cells.parquet")
@@ -812,13 +931,35 @@ class ShardStore:
 
     def read(
         self, row: int, sensors: Sequence[str], box: tuple[int, int, int, int]
-    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Stored values (C, h, w) of ``sensors`` and their valid masks (n_sensors, h, w) in
-        ``box`` = (top, left, height, width); only the chunks the box touches are decoded."""
-        data = {s: self._window(s, row, box) for s in sensors}
+    ) -> tuple[dict[str, tuple[GroupWindow, ...]], np.ndarray]:
+        """The stored values of ``sensors`` that ``box`` = (top, left, height, width) of the
+        10 m grid needs, one :class:`~terrafm.data.batch_multicrop.GroupWindow` per array of the
+        sensor (:func:`group_window`), and their valid masks (n_sensors, height, width) on the
+        10 m grid; only the chunks the windows touch are decoded."""
+        data = {s: tuple(self._group_window(g, row, box) for g in self.layout[s]) for s in sensors}
         idx = [self.sensors.index(s) for s in sensors]
         valid = self._window("valid", row, box)[idx]
         return data, valid
+
+    def _group_window(self, g: Group, row: int, box: tuple[int, int, int, int]) -> GroupWindow:
+        r0, r1, o_r = group_span(box[0], box[2], g.factor, g.halo)
+        c0, c1, o_c = group_span(box[1], box[3], g.factor, g.halo)
+        data = self._window(g.array, row, (r0, c0, r1 - r0, c1 - c0))
+        return GroupWindow(data, g.factor, g.bands, (o_r, o_c))
+
+
+def group_span(start: int, count: int, factor: int, halo: int) -> tuple[int, int, float]:
+    """Stored pixels ``[lo, hi)`` of an array of native pixels ``factor`` x the 10 m grid (with
+    ``halo`` extra pixels before the tile) that bilinear resampling needs for 10 m pixels
+    ``start .. start + count`` of the tile, and ``origin``: pixel ``q`` of that 10 m window
+    samples the stored window at ``origin + q / factor`` (pixel centres aligned, as
+    :mod:`terrafm.io.resample`). For ``factor`` 1 the window is the box itself."""
+    if factor == 1:
+        return start, start + count, 0.0
+    first = (start + 0.5) / factor - 0.5 + halo
+    last = (start + count - 0.5) / factor - 0.5 + halo
+    lo = int(np.floor(first))
+    return lo, int(np.floor(last)) + 2, first - lo
 
 
 class ShardTiles:
@@ -975,25 +1116,46 @@ class ShardViewDataset(KeyedDataset):
 
 
 def collate_raw(samples: Sequence[dict[str, Any]], sensors: Sequence[str]) -> dict[str, Any]:
-    """Stack read windows into (B, C, H, W) uint16 per sensor (zero-padded to the largest window)
-    with (B, H, W) valid masks, plus the plans. Padding is never inside a crop box; it is marked
-    valid so that only samples with invalid pixels of their own need masking."""
+    """Stack read windows into batch tensors: per sensor, one dict per stored group with
+    ``data`` (B, C_g, h, w) uint16 (zero-padded to the largest window), ``origin`` (B, 2) (see
+    :class:`~terrafm.data.batch_multicrop.GroupWindow`), ``factor`` and ``bands``; and per sensor
+    (B, H, W) valid masks on the 10 m grid, plus the plans. Padding is never inside a crop box;
+    it is marked valid so that only samples with invalid pixels of their own need masking."""
     height = max(next(iter(s["valid"].values())).shape[0] for s in samples)
     width = max(next(iter(s["valid"].values())).shape[1] for s in samples)
-    raw: dict[str, torch.Tensor] = {}
+    raw: dict[str, list[dict[str, Any]]] = {}
     valid: dict[str, torch.Tensor] = {}
     for s in sensors:
         have = [k for k, smp in enumerate(samples) if s in smp["raw"]]
         if not have:
             continue
-        c = get_sensor(s).num_bands
-        r = np.zeros((len(samples), c, height, width), np.uint16)
+        first: tuple[GroupWindow, ...] = samples[have[0]]["raw"][s]
+        groups = []
+        for j, g in enumerate(first):
+            wins = [samples[k]["raw"][s][j] for k in have]
+            if g.factor == 1:
+                hn, wn = height, width
+            else:
+                hn = max(w.data.shape[1] for w in wins)
+                wn = max(w.data.shape[2] for w in wins)
+            r = np.zeros((len(samples), len(g.bands), hn, wn), np.uint16)
+            origin = np.zeros((len(samples), 2))
+            for k, w in zip(have, wins):
+                r[k, :, : w.data.shape[1], : w.data.shape[2]] = w.data
+                origin[k] = w.origin
+            groups.append(
+                {
+                    "data": torch.from_numpy(r),
+                    "origin": origin,
+                    "factor": g.factor,
+                    "bands": g.bands,
+                }
+            )
         v = np.ones((len(samples), height, width), bool)
         for k in have:
-            d = samples[k]["raw"][s]
-            r[k, :, : d.shape[1], : d.shape[2]] = d
-            v[k, : d.shape[1], : d.shape[2]] = samples[k]["valid"][s]
-        raw[s], valid[s] = torch.from_numpy(r), torch.from_numpy(v)
+            vk = samples[k]["valid"][s]
+            v[k, : vk.shape[0], : vk.shape[1]] = vk
+        raw[s], valid[s] = groups, torch.from_numpy(v)
     return {
         "raw": raw,
         "valid": valid,

@@ -152,12 +152,16 @@ class MajorTomSource:
     def cells(self) -> list[CellInfo]:
         return self._cells
 
+    #: ``read_tile(..., native=True)`` also returns each band at its native resolution.
+    native_reads = True
+
     def read_tile(
-        self, cell: int, tile: int, sensors: Sequence[str]
+        self, cell: int, tile: int, sensors: Sequence[str], native: bool = False
     ) -> tuple[dict[str, SensorTile], list[SampleError]]:
         """Read one tile of one cell for ``sensors``, all on one 10 m grid.
 
         The first sensor read fixes the grid (its cell size); the others are resampled onto it.
+        With ``native``, each :class:`SensorTile` also holds its bands at native resolution.
         """
         rows, name = self._rows[cell], self._cells[cell].name
         out: dict[str, SensorTile] = {}
@@ -171,7 +175,13 @@ class MajorTomSource:
                 continue
             try:
                 out[s], grid = self.products[s].read_tile(
-                    rows[s], tile, self.tiles_per_side, grid, self.mask_clouds, self.harmonize
+                    rows[s],
+                    tile,
+                    self.tiles_per_side,
+                    grid,
+                    self.mask_clouds,
+                    self.harmonize,
+                    native=native,
                 )
             except SampleError as e:
                 errors.append(e)

@@ -22,12 +22,34 @@ from terrafm.sensors import normalize
 
 __all__ = [
     "CellInfo",
+    "NativeGroup",
     "SensorTile",
     "TileSource",
     "finish_tile",
     "processing_baseline",
     "tile_windows",
 ]
+
+
+@dataclass(frozen=True)
+class NativeGroup:
+    """The bands of one native resolution of a tile, as the source stores them (not resampled).
+
+    Attributes:
+        factor: one native pixel spans ``factor`` x ``factor`` pixels of the 10 m grid (S2: 1 for
+            the 10 m bands, 2 for the 20 m bands, 6 for the 60 m bands).
+        bands: indices of the group's bands in the sensor's stem order.
+        data: (len(bands), T // factor + 2 * halo, T // factor + 2 * halo) float32 in the
+            sensor's model unit.
+        halo: native pixels kept beyond the tile on each side (the neighbouring tile's, or the
+            edge pixel repeated at the cell edge): what bilinear resampling onto the tile's 10 m
+            pixels reads (docs/data.md, "Native resolution").
+    """
+
+    factor: int
+    bands: tuple[int, ...]
+    data: np.ndarray
+    halo: int = 0
 
 
 @dataclass(frozen=True)
@@ -38,10 +60,13 @@ class SensorTile:
         data: (C, T, T) float32 in the sensor's model unit (S2 DN with any processing-baseline
             offset removed, S1 dB), bands in the sensor's stem order.
         valid: (T, T) bool, False for no-data, cloud (when masked) and non-finite pixels.
+        native: when the reader was asked for it, the same bands at their native resolution,
+            one :class:`NativeGroup` per resolution (``data`` is then their resampling).
     """
 
     data: np.ndarray
     valid: np.ndarray
+    native: tuple[NativeGroup, ...] | None = None
 
 
 @dataclass(frozen=True)
