@@ -7,7 +7,8 @@ overrides; it runs the full schedule on the quickstart world and probes the expo
 the quickstart's own protocols (kNN with all and with 1 % of the labels, the linear probe, the
 linear segmentation probe, cross-sensor retrieval and the missing-sensor kNN), except that the
 held-out split is ``val``: the task folders are re-read with ``val`` in the place of ``test``.
-The random-init encoder of the same seed is the reference row.
+The random-init encoder of the same seed is the reference row. ``--split test`` probes finished
+runs on the test split instead, once, to report the variants chosen on ``val``.
 
     .venv/bin/python benchmarks/pretrain_variants.py --out runs/variants \\
         --variants recipe "jitter:data.photometric.prob=0.8"
@@ -123,6 +124,13 @@ def main() -> None:
     ap.add_argument("--world", type=Path, default=None, help="default: <out>/world")
     ap.add_argument("--variants", nargs="+", default=["recipe", "photometric"])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--split",
+        choices=("val", "test"),
+        default="val",
+        help="held-out split to probe on: compare and choose on val; read test once, to report "
+        "the variants already chosen (results in variants_test.json)",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -139,8 +147,11 @@ def main() -> None:
     preset = get_preset("quickstart")
     world = args.world or args.out / "world"
     build_world(world, preset, args.seed)
-    tasks = validation_tasks(world / "tasks", args.out / "val_tasks")
-    record_path = args.out / "variants.json"
+    if args.split == "val":
+        tasks = validation_tasks(world / "tasks", args.out / "val_tasks")
+        record_path = args.out / "variants.json"
+    else:
+        tasks, record_path = world / "tasks", args.out / "variants_test.json"
     record: dict[str, Any] = json.loads(record_path.read_text()) if record_path.is_file() else {}
     rows = record.setdefault("variants", {})
     base = None
@@ -159,12 +170,12 @@ def main() -> None:
     if base is not None and "random" not in record:
         record["random"] = _evaluate(random_encoder(base), tasks, preset, args.seed)
         record_path.write_text(json.dumps(record, indent=1))
-    _table(record)
+    _table(record, args.split)
 
 
-def _table(record: dict[str, Any]) -> None:
+def _table(record: dict[str, Any], split: str = "val") -> None:
     cols = ["random", *record["variants"]]
-    print("| validation split | " + " | ".join(cols) + " |")
+    print(f"| {'validation' if split == 'val' else 'test'} split | " + " | ".join(cols) + " |")
     print("|---|" + "---|" * len(cols))
     for key, label in ROWS:
         vals = [record.get("random", {}).get(key)] + [

@@ -35,9 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--ablation-table",
         action="store_true",
-        help="instead, pretrain and evaluate the paper's component-ablation rows and the "
-        "'+ masked patch distillation' row (about 5x the quickstart's pretraining) and write "
-        "ablation.md",
+        help="instead, pretrain and evaluate the paper's component-ablation rows and the rows "
+        "beyond the paper (masked patch distillation, + KoLeo, photometric jitter; about 7x the "
+        "quickstart's pretraining) and write ablation.md",
     )
     p.add_argument("--progress", action="store_true", help="show progress bars")
     p.add_argument(

@@ -7,8 +7,9 @@ Rows, each a pretraining run of the quickstart preset with components added one 
 3. + fusion (views draw any subset of sensors; several are fused);
 4. + dual centering (TerraFM: every component on; the quickstart's own run);
 
-then, beyond the paper (:data:`EXTENSION_ROWS`), the TerraFM recipe plus the opt-in masked patch
-distillation (iBOT-style, KoLeo off; docs/pretraining.md).
+then, beyond the paper (:data:`EXTENSION_ROWS`), the TerraFM recipe plus each opt-in extension:
+masked patch distillation (iBOT-style), the same with KoLeo, and per-view photometric jitter
+(docs/pretraining.md).
 
 Columns: kNN top-1 on ``landcover_cls`` with 100 % and 1 % of labels, the linear probe and the
 segmentation-probe mIoU on ``landcover_seg``, all on S2 L2A input (the paper's columns are
@@ -66,6 +67,16 @@ EXTENSION_ROWS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         "+ masked patch distillation",
         "full+masked_patch",
         ("loss.ibot.enabled=true",),
+    ),
+    (
+        "+ masked patch distillation + KoLeo",
+        "full+masked_patch+koleo",
+        ("loss.ibot.enabled=true", "loss.koleo_weight=0.1"),
+    ),
+    (
+        "+ photometric jitter",
+        "full+photometric",
+        ("data.photometric.prob=0.8",),
     ),
 )
 # The paper's numbers (docs/design.md, "Objective"): m-BigEarthNet kNN F1, m-EuroSat kNN top-1, m-Cashew mIoU.
