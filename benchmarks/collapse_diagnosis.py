@@ -53,12 +53,12 @@ VARIANTS: dict[str, list[str]] = {
 
 
 def _variant(spec: str) -> tuple[str, list[str]]:
-    if ":" in spec:
-        name, rest = spec.split(":", 1)
-        return name, [x for x in rest.split(",") if x]
-    if spec not in VARIANTS:
-        sys.exit(f"unknown variant {spec!r}; choose from {sorted(VARIANTS)} or name:key=value,...")
-    return spec, VARIANTS[spec]
+    from terrafm.config import ConfigError, parse_variant
+
+    try:
+        return parse_variant(spec, VARIANTS)
+    except ConfigError as e:
+        sys.exit(str(e))
 
 
 def _probe(model: torch.nn.Module, task: Any, seed: int) -> dict[str, float]:

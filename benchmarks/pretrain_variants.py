@@ -51,12 +51,12 @@ ROWS = [  # (key in the evaluation record, label)
 
 
 def _variant(spec: str) -> tuple[str, list[str]]:
-    if ":" in spec:
-        name, rest = spec.split(":", 1)
-        return name, [x for x in rest.split(",") if x]
-    if spec not in VARIANTS:
-        sys.exit(f"unknown variant {spec!r}; choose from {sorted(VARIANTS)} or name:key=value,...")
-    return spec, VARIANTS[spec]
+    from terrafm.config import ConfigError, parse_variant
+
+    try:
+        return parse_variant(spec, VARIANTS)
+    except ConfigError as e:
+        sys.exit(str(e))
 
 
 def validation_tasks(world_tasks: Path, out: Path) -> Path:
@@ -144,6 +144,7 @@ def main() -> None:
     )
     from terrafm.quickstart.presets import get_preset
 
+    specs = [_variant(spec) for spec in args.variants]  # unknown names fail before any work
     preset = get_preset("quickstart")
     world = args.world or args.out / "world"
     build_world(world, preset, args.seed)
@@ -155,8 +156,7 @@ def main() -> None:
     record: dict[str, Any] = json.loads(record_path.read_text()) if record_path.is_file() else {}
     rows = record.setdefault("variants", {})
     base = None
-    for spec in args.variants:
-        name, overrides = _variant(spec)
+    for name, overrides in specs:
         base = build_pretrain_config(preset, world, args.out / name, args.seed)
         cfg = from_dict(PretrainConfig, apply_overrides(to_dict(base), overrides)).validate()
         t = time.perf_counter()

@@ -53,6 +53,7 @@ __all__ = [
     "config_diff",
     "from_dict",
     "load_config",
+    "parse_variant",
     "save_config",
     "settings_from_args",
     "settings_input",
@@ -466,6 +467,22 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     except yaml.YAMLError as e:
         raise ConfigError(f"override {item!r}: cannot parse value ({e})") from e
     return key.split("."), value
+
+
+def parse_variant(spec: str, named: Mapping[str, Sequence[str]]) -> tuple[str, list[str]]:
+    """A named set of overrides: ``name`` (a key of ``named``) or ``name:key=value,key=value``.
+
+    Raises:
+        ConfigError: an unknown name.
+    """
+    if ":" in spec:
+        name, rest = spec.split(":", 1)
+        return name, [x for x in rest.split(",") if x]
+    if spec not in named:
+        raise ConfigError(
+            f"unknown variant {spec!r}; choose from {sorted(named)} or name:key=value,..."
+        )
+    return spec, list(named[spec])
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:

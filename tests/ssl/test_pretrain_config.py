@@ -192,3 +192,16 @@ def test_a_checkpoint_of_the_flat_layout_resumes() -> None:
     saved["data"]["n_local"] = 2
     with pytest.raises(ValueError, match=r"data\.multicrop\.n_local"):
         check_resume_config(saved, cfg, "ckpt.pt")
+
+
+def test_parse_variant_names_and_inline_overrides() -> None:
+    from terrafm.config import ConfigError, parse_variant
+
+    named = {"koleo": ["loss.koleo_weight=0.1"]}
+    assert parse_variant("koleo", named) == ("koleo", ["loss.koleo_weight=0.1"])
+    assert parse_variant("x:optim.lr=1e-3,loss.alpha=0.5", named) == (
+        "x",
+        ["optim.lr=1e-3", "loss.alpha=0.5"],
+    )
+    with pytest.raises(ConfigError, match="unknown variant 'kolo'.*koleo"):
+        parse_variant("kolo", named)
