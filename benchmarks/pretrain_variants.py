@@ -11,7 +11,7 @@ The random-init encoder of the same seed is the reference row. ``--split test`` 
 runs on the test split instead, once, to report the variants chosen on ``val``.
 
     .venv/bin/python benchmarks/pretrain_variants.py --out runs/variants \\
-        --variants recipe "jitter:data.photometric.prob=0.8"
+        --variants recipe photometric masked_koleo earlier_recipe "mine:optim.lr=1e-3"
 
 A variant is ``name`` (a name of :data:`VARIANTS`) or ``name:key=value,key=value``. Finished
 runs in ``--out`` are reused (same config); results go to ``<out>/variants.json``.
@@ -30,10 +30,23 @@ from typing import Any
 
 import torch
 
+# The quickstart's earlier short-run optimiser and teacher, before the paper's became its default.
+EARLIER = [
+    "optim.lr=4e-3",
+    "optim.momentum_teacher=0.95",
+    "optim.weight_decay_end=0.1",
+    "optim.freeze_last_layer_epochs=0",
+    "model.drop_path_rate=0.0",
+]
 VARIANTS: dict[str, list[str]] = {
-    "recipe": [],
+    "recipe": [],  # pretrain_quickstart as shipped: every component on, the paper's optimiser
     "photometric": ["data.photometric.prob=0.8"],
     "masked_patch": ["loss.ibot.enabled=true"],
+    "masked_koleo": ["loss.ibot.enabled=true", "loss.koleo_weight=0.1"],
+    "earlier_recipe": EARLIER,
+    "earlier_photometric": [*EARLIER, "data.photometric.prob=0.8"],
+    "earlier_koleo": [*EARLIER, "loss.koleo_weight=0.1"],
+    "earlier_masked_koleo": [*EARLIER, "loss.ibot.enabled=true", "loss.koleo_weight=0.1"],
 }
 ROWS = [  # (key in the evaluation record, label)
     ("s2_l2a/knn_top1_fraction", "kNN 1 % S2"),
