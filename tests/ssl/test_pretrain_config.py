@@ -203,5 +203,5 @@ def test_parse_variant_names_and_inline_overrides() -> None:
         "x",
         ["optim.lr=1e-3", "loss.alpha=0.5"],
     )
-    with pytest.raises(ConfigError, match="unknown variant 'kolo'.*koleo"):
+    with pytest.raises(ConfigError, match=r"unknown variant 'kolo'.*koleo"):
         parse_variant("kolo", named)
