@@ -1,4 +1,4 @@
-"""Per-view photometric jitter (docs/pretraining.md, "The place signature and photometric jitter")."""
+"""Per-view photometric jitter (docs/pretraining.md, "Photometric jitter")."""
 
 from __future__ import annotations
 

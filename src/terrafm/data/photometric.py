@@ -1,10 +1,10 @@
 """Per-view photometric jitter of a training batch: an opt-in extension beyond the paper.
 
 The paper's views differ only in crop, flip and sensors; two crops of one tile then share its
-exact spectral signature, which a short run can match without learning anything about land
-cover (docs/pretraining.md, "The place signature and photometric jitter"). This module gives
-every view its own acquisition conditions, drawn from the ranges by which real Sentinel
-acquisitions of one place differ (docs/design.md, "Photometric jitter"):
+exact spectral signature, which a short run may match by colour rather than by land cover
+(docs/pretraining.md, "Photometric jitter", with what it measured to). This module gives every
+view its own acquisition conditions, drawn from the ranges by which real Sentinel acquisitions
+of one place differ (docs/design.md, "Photometric jitter"):
 
 - optical (S2 L1C and L2A): a common gain (illumination, view and sun geometry), a small gain per
   band (residual calibration and atmospheric correction), and an additive path reflectance that
