@@ -116,7 +116,7 @@ def _evaluate(model: torch.nn.Module, tasks: Path, preset: Any, seed: int) -> di
 
     cls_task = load_task("folder", "landcover_cls", tasks)
     seg_task = load_task("folder", "landcover_seg", tasks)
-    sets = [s for s in SENSOR_SETS if s != ("s1",) and list(s) != ["s1"]]
+    sets = [s for s in SENSOR_SETS if tuple(s) != ("s1",)]
     classifier = Evaluator(model, cls_task, probe_settings(preset.probes, seed))
     res = evaluate_encoder(model, cls_task, seg_task, sets, preset.probes, seed, classifier)
     return _flatten(res, _cross_flat(cross_sensor(classifier, preset.probes, seed)))

@@ -177,9 +177,7 @@ def train(cfg: PretrainConfig, info: DistInfo, source: BatchSource, resume: bool
                 probe.keep(batch)
                 check_batch(batch)
                 hp = sched.at(at.step)
-                on_device = to_device(batch, info.device)
-                if jitter.cfg.enabled:
-                    on_device = jitter(on_device, at.step, info.rank)
+                on_device = jitter(to_device(batch, info.device), at.step, info.rank)
                 res = train_step(
                     objs.student,
                     objs.teacher,
