@@ -17,15 +17,15 @@ from fake_majortom import make_root, rewrite_image_file
 
 from terrafm.data.batch_multicrop import (
     BatchMultiCrop,
+    _composed_taps,
     aa_weights,
-    apply_banded,
-    banded_weights,
     bilinear_weights,
     composed_weights,
     upsample_weights,
 )
 from terrafm.data.loader import CurationConfig, build_pretrain_dataset, build_pretrain_loader
 from terrafm.data.multicrop import MultiCropConfig, collate_views
+from terrafm.data.resize_kernel import EMPTY_OUT, resize_into
 from terrafm.data.shards import (
     ENCODINGS,
     ShardError,
@@ -243,25 +243,66 @@ def test_composed_weights_equal_resampling_twice() -> None:
             want = resize(x10, size, resample)[0, 0, :, 0].numpy()
             dense = composed_weights(resample, n_in, factor, origin, start, count, size)
             np.testing.assert_allclose(dense @ x, want, atol=1e-5 * np.abs(x).max())
-            # the blocks the CPU path multiplies hold the same weights (flipped: rows reversed)
-            for flip in (False, True):
-                rebuilt = np.zeros_like(dense)
-                blocks = banded_weights(resample, n_in, factor, origin, start, count, size, flip)
-                for i0, i1, lo, hi, b in blocks:
-                    rebuilt[i0:i1, lo:hi] += b.numpy()
-                np.testing.assert_array_equal(rebuilt, dense[::-1] if flip else dense)
-            img = torch.from_numpy(rng.normal(size=(n_in, 3, n_in + 1)).astype(np.float32))
-            rows = banded_weights(resample, n_in, factor, origin, start, count, size)
-            cols = banded_weights(resample, n_in + 1, factor, origin, start, count, size, True)
-            cd = composed_weights(resample, n_in + 1, factor, origin, start, count, size)[::-1]
-            want2 = torch.from_numpy(dense) @ img.permute(1, 0, 2) @ torch.from_numpy(cd.copy()).T
-            torch.testing.assert_close(
-                apply_banded(img, rows, cols, size), want2, atol=1e-4, rtol=1e-5
-            )
+            # the taps the CPU kernel uses are the same weights (flipped: rows reversed)
+            idx, wts = _composed_taps(resample, n_in, factor, origin, start, count, size)
+            rebuilt = np.zeros_like(dense, dtype=np.float64)
+            np.add.at(rebuilt, (np.arange(size)[:, None], idx), wts)
+            np.testing.assert_allclose(rebuilt, dense, atol=1e-7)
 
 
 @pytest.mark.parametrize("resample", ["antialias", "bilinear"])
-@pytest.mark.parametrize("resize", ["interpolate", "matmul"])
+def test_resize_kernel_equals_dense_products(resample: str) -> None:
+    # the compiled CPU kernel against a plain float64 R @ x @ Cᵀ, z-scored, for shrinking and
+    # enlarging views, coarse (composed) and 10 m taps, flips, a channel map and two outputs
+    rng = np.random.default_rng(2)
+    for factor, n_in, start, count, size, flip in (
+        (1, 300, 7, 280, 224, False),
+        (1, 40, 3, 30, 96, True),
+        (1, 24, 0, 5, 16, True),
+        (2, 152, 3, 300, 224, True),
+        (6, 52, 5, 290, 96, False),
+    ):
+        origin = float(rng.uniform(0, 1)) if factor > 1 else 0.0
+        x = rng.uniform(0, 4000, size=(3, n_in, n_in + 2)).astype(np.float32)
+        r_idx, r_w = _composed_taps(resample, n_in, factor, origin, start, count, size)
+        c_idx, c_w = _composed_taps(resample, n_in + 2, factor, origin, start, count, size)
+        if flip:
+            c_idx, c_w = c_idx[::-1], c_w[::-1]
+        rows = np.zeros((size, n_in))
+        np.add.at(rows, (np.arange(size)[:, None], r_idx), r_w)
+        cols = np.zeros((size, n_in + 2))
+        np.add.at(cols, (np.arange(size)[:, None], c_idx), c_w)
+        scale = np.array([1e-3, 2e-3, 5e-4], np.float32)
+        shift = np.array([-1.0, 0.5, 2.0], np.float32)
+        chan = np.array([4, 0, 2], np.int64)
+        out1 = np.full((5, size, size), np.nan, np.float32)
+        out2 = np.full((5, size, size), np.nan, np.float32)
+        resize_into(
+            x,
+            np.ascontiguousarray(r_idx, dtype=np.int64),
+            np.ascontiguousarray(r_w, dtype=np.float32),
+            np.ascontiguousarray(c_idx, dtype=np.int64),
+            np.ascontiguousarray(c_w, dtype=np.float32),
+            scale,
+            shift,
+            chan,
+            out1,
+            out2,
+        )
+        for c in range(3):
+            want = scale[c] * (rows @ x[c].astype(np.float64) @ cols.T) + shift[c]
+            np.testing.assert_allclose(out1[chan[c]], want, atol=2e-5, rtol=1e-5)
+        np.testing.assert_array_equal(out1, out2)
+        assert np.isnan(out1[[1, 3]]).all()  # channels not in the map are left alone
+        one = np.zeros((5, size, size), np.float32)
+        r = (np.ascontiguousarray(r_idx, dtype=np.int64), np.ascontiguousarray(r_w, np.float32))
+        c_ = (np.ascontiguousarray(c_idx, dtype=np.int64), np.ascontiguousarray(c_w, np.float32))
+        resize_into(x, *r, *c_, scale, shift, chan, one, EMPTY_OUT)
+        np.testing.assert_array_equal(one[chan], out1[chan])
+
+
+@pytest.mark.parametrize("resample", ["antialias", "bilinear"])
+@pytest.mark.parametrize("resize", ["taps", "matmul"])
 def test_views_equal_the_parquet_path_on_the_same_keys(
     mt_root: Path, store: Path, resize: str, resample: str
 ) -> None:
@@ -278,7 +319,7 @@ def test_views_equal_the_parquet_path_on_the_same_keys(
         a = collate_views([ref[k] for k in batch], SENSORS)
         items = [shards[k] for k in batch]
         _compare(a, augment(collate_raw(items, SENSORS)))
-        if resize == "interpolate":  # the loader's CPU path: straight from the items
+        if resize == "taps":  # the loader's CPU path: straight from the items
             _compare(a, augment.from_samples(items))
     if resample == "bilinear":  # the filter matters: the antialiased views differ
         other = build_pretrain_dataset([mt_root], SENSORS, views=VIEWS, seed=3)
@@ -533,7 +574,7 @@ def _band_with_holes(product: str, band: str, cell: int, rng: np.random.Generato
     return a
 
 
-@pytest.mark.parametrize("resize", ["interpolate", "matmul"])
+@pytest.mark.parametrize("resize", ["taps", "matmul"])
 def test_views_with_invalid_pixels_equal_the_parquet_path(tmp_path: Path, resize: str) -> None:
     # invalid pixels are 0 (the sensor mean) in the views of both paths; the CPU path writes the
     # stored value of the mean into them before resizing
@@ -553,7 +594,7 @@ def test_views_with_invalid_pixels_equal_the_parquet_path(tmp_path: Path, resize
     a = collate_views([ref[k] for k in keys], SENSORS)
     items = [shards[k] for k in keys]
     _compare(a, augment(collate_raw(items, SENSORS)))
-    if resize == "interpolate":
+    if resize == "taps":
         _compare(a, augment.from_samples(items))
 
 

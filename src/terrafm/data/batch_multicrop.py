@@ -13,18 +13,17 @@ plain bilinear, ``MultiCropConfig.resample``) applied to the bands on the 10 m g
 20 m / 60 m bands are bilinearly resampled from their native pixels. For a native array both
 steps are one linear map, :func:`composed_weights` (docs/data.md, "Native resolution"). Two forms:
 
-- ``interpolate`` (the CPU's): sample by sample, each read window is cast to float once; the
-  10 m bands' invalid pixels are set to the stored value of the sensor mean and every crop of
-  them is resized with :func:`terrafm.data.multicrop.resize` (the sensors a view uses in one
-  call); the coarse arrays are resized straight from native pixels by :func:`apply_banded` with
-  :func:`banded_weights` (or, where the sensor has invalid pixels in the window, resampled onto
-  the 10 m window first); the z-scoring (an affine map per band, which commutes with a resize
-  whose weights sum to 1) is applied only to the resized views while they are written into the
-  batch tensors;
+- ``taps`` (the CPU's): sample by sample, each read window is cast to float once; the 10 m
+  bands' invalid pixels are set to the stored value of the sensor mean; every view is resized by
+  the compiled kernel :func:`terrafm.data.resize_kernel.resize_into` from each axis's taps (the
+  view's filter on the 10 m bands; for the coarse arrays the composed map straight from native
+  pixels, or, where the sensor has invalid pixels in the window, after resampling onto the 10 m
+  window), which z-scores (an affine map per band, commuting with a resize whose weights sum to
+  1) and writes the result straight into the batch tensors, teacher and student at once;
 - ``matmul`` (the accelerator's): the windows are z-scored (coarse arrays resampled onto the
   10 m window by one batched product), then each view is resized as one batched product
   ``out = R @ x @ Cᵀ`` with ``R`` (S, H) and ``C`` (S, W) the 1-D weights of the filter
-  (:func:`aa_weights`, :func:`bilinear_weights`, checked against ``interpolate``), zero outside
+  (:func:`aa_weights`, :func:`bilinear_weights`, checked against PyTorch's resize), zero outside
   the crop box and with ``C``'s rows reversed for a flip.
 
 Both give the per-sample path's values up to float rounding and the storage quantisation.
@@ -40,7 +39,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from terrafm.data.multicrop import Box, MultiCropConfig, ViewPlan, resize
+from terrafm.data.multicrop import Box, MultiCropConfig, ViewPlan
+from terrafm.data.resize_kernel import EMPTY_OUT, resize_into
 from terrafm.errors import ConfigError
 from terrafm.sensors import get_sensor
 
@@ -50,8 +50,6 @@ __all__ = [
     "Group",
     "GroupWindow",
     "aa_weights",
-    "apply_banded",
-    "banded_weights",
     "bilinear_weights",
     "composed_weights",
     "resolve_device",
@@ -155,70 +153,6 @@ def _composed_taps(
     return np.concatenate([i0, i1], 1), np.concatenate([wts * (1.0 - lam), wts * lam], 1)
 
 
-def banded_weights(
-    resample: str,
-    n_in: int,
-    factor: int,
-    origin: float,
-    start: int,
-    count: int,
-    size: int,
-    flip: bool = False,
-    block: int = 32,
-) -> list[tuple[int, int, int, int, torch.Tensor]]:
-    """:func:`composed_weights` (rows reversed with ``flip``) as blocks of ``block`` output
-    pixels, each with only its non-zero input columns: (first output, end output, first input,
-    end input, (outputs, inputs) float32 weights), for :func:`apply_banded`."""
-    cols, wts = _composed_taps(resample, n_in, factor, origin, start, count, size)
-    if flip:
-        cols, wts = cols[::-1], wts[::-1]
-    # every block's (rows, lo..hi) matrix in one bincount over a concatenated buffer
-    starts = np.arange(0, size, block)
-    ends = np.minimum(starts + block, size)
-    lo = np.minimum.reduceat(cols.min(1), starts)
-    hi = np.maximum.reduceat(cols.max(1), starts) + 1
-    width = hi - lo
-    offset = np.concatenate([[0], np.cumsum((ends - starts) * width)])
-    blk = np.repeat(np.arange(len(starts)), ends - starts)  # block of each output row
-    local = np.arange(size) - starts[blk]
-    flat = offset[blk][:, None] + local[:, None] * width[blk][:, None] + (cols - lo[blk][:, None])
-    buf = np.bincount(flat.ravel(), wts.ravel(), minlength=int(offset[-1])).astype(np.float32)
-    return [
-        (
-            int(a),
-            int(b),
-            int(lo[k]),
-            int(hi[k]),
-            torch.from_numpy(buf[offset[k] : offset[k + 1]].reshape(b - a, width[k])),
-        )
-        for k, (a, b) in enumerate(zip(starts, ends))
-    ]
-
-
-def apply_banded(
-    x: torch.Tensor,
-    rows: Sequence[tuple[int, int, int, int, torch.Tensor]],
-    cols: Sequence[tuple[int, int, int, int, torch.Tensor]],
-    size: int,
-) -> torch.Tensor:
-    """``R @ x @ Cᵀ`` per channel, for ``x`` laid out (h, C, w) (rows outermost) and banded
-    ``R``, ``C`` from :func:`banded_weights`: one matrix product per block of output pixels,
-    over its non-zero input band only, all channels at once. Returns a (C, size, size) view."""
-    r_lo, r_hi = min(b[2] for b in rows), max(b[3] for b in rows)
-    c_lo, c_hi = min(b[2] for b in cols), max(b[3] for b in cols)
-    n_ch, w = x.shape[1], c_hi - c_lo
-    # only the rows and columns the weights reach (a crop of a larger read window)
-    flat = x[r_lo:r_hi, :, c_lo:c_hi].reshape(r_hi - r_lo, n_ch * w)
-    y = torch.empty(size, n_ch * w)
-    for i0, i1, lo, hi, rb in rows:
-        torch.matmul(rb, flat[lo - r_lo : hi - r_lo], out=y[i0:i1])
-    y2 = y.view(size * n_ch, w)
-    zt = torch.empty(size, size * n_ch)  # (output column, output row x channel)
-    for j0, j1, lo, hi, cb in cols:
-        torch.matmul(cb, y2[:, lo - c_lo : hi - c_lo].T, out=zt[j0:j1])
-    return zt.view(size, size, n_ch).permute(2, 1, 0)
-
-
 @lru_cache(maxsize=4096)
 def aa_weights(n_in: int, n_out: int) -> np.ndarray:
     """(n_out, n_in) weights of antialiased bilinear resizing along one axis.
@@ -285,7 +219,7 @@ class BatchMultiCrop:
         sensors: every sensor of the loader, in batch order.
         encodings: sensor -> :class:`Encoding` of the stored integers.
         device: where to compute (``cpu`` or ``cuda``).
-        resize: ``matmul``, ``interpolate`` or ``auto`` (matmul on an accelerator).
+        resize: ``matmul``, ``taps`` or ``auto`` (matmul on an accelerator).
     """
 
     def __init__(
@@ -300,11 +234,11 @@ class BatchMultiCrop:
         self.sensors = tuple(sensors)
         self.device = torch.device(device)
         if resize == "auto":
-            resize = "interpolate" if self.device.type == "cpu" else "matmul"
-        if resize not in ("matmul", "interpolate"):
-            raise ValueError(f"resize must be 'matmul', 'interpolate' or 'auto', got {resize!r}")
-        if resize == "interpolate" and self.device.type != "cpu":
-            raise ValueError("resize='interpolate' runs on the CPU; use 'matmul' on an accelerator")
+            resize = "taps" if self.device.type == "cpu" else "matmul"
+        if resize not in ("matmul", "taps"):
+            raise ValueError(f"resize must be 'matmul', 'taps' or 'auto', got {resize!r}")
+        if resize == "taps" and self.device.type != "cpu":
+            raise ValueError("resize='taps' runs on the CPU; use 'matmul' on an accelerator")
         self.resize = resize
         self._affine: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for s in self.sensors:
@@ -326,6 +260,9 @@ class BatchMultiCrop:
         }
         self._sub: dict[
             tuple[str, tuple[int, ...]], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
+        ] = {}
+        self._kernel_affine: dict[
+            tuple[object, ...], tuple[np.ndarray, np.ndarray, np.ndarray]
         ] = {}
 
     def _as_groups(self, sensor: str, win: Any) -> tuple[GroupWindow, ...]:
@@ -457,24 +394,19 @@ class BatchMultiCrop:
             oks = {s: np.asarray(valids[k][s]) for s in present}
             height, width = oks[present[0]].shape if present else (0, 0)
             fine: list[tuple[str, tuple[int, ...], Any]] = []  # 10 m grid: (sensor, bands, data)
-            # windows resized straight from native pixels, stacked when they share the geometry
-            # (the 20 m bands of L1C and L2A): (factor, origin) -> [(sensor, bands, window)]
-            stacks: dict[
-                tuple[int, tuple[float, float], tuple[int, int]],
-                list[tuple[str, tuple[int, ...], Any]],
-            ] = {}
+            # windows resized straight from their native pixels: (factor, origin, float32, sensor,
+            # bands), cast once each
+            coarse: list[tuple[int, tuple[float, float], np.ndarray, str, tuple[int, ...]]] = []
             for s in present:
                 full = bool(oks[s].all())
                 for gw in self._as_groups(s, win[s]):
                     if gw.factor == 1:
                         fine.append((s, gw.bands, gw.data))
                         continue
+                    xg = np.ascontiguousarray(gw.data, dtype=np.float32)
                     if full:
-                        hn, wn = np.shape(gw.data)[-2:]
-                        key = (gw.factor, gw.origin, (int(hn), int(wn)))
-                        stacks.setdefault(key, []).append((s, gw.bands, gw.data))
+                        coarse.append((gw.factor, gw.origin, xg, s, gw.bands))
                         continue
-                    xg = np.asarray(gw.data).astype(np.float32)
                     hn, wn = xg.shape[-2:]
                     ur = upsample_weights(hn, height, gw.factor, gw.origin[0]).astype(np.float32)
                     uc = upsample_weights(wn, width, gw.factor, gw.origin[1]).astype(np.float32)
@@ -490,27 +422,15 @@ class BatchMultiCrop:
                 xs[...] = d  # the cast, once per window
                 if not oks[s].all():
                     xs[:, ~oks[s]] = self._fill[s][list(bs), None]
-            xt = torch.from_numpy(x)
-            coarse: list[tuple[int, tuple[float, float], torch.Tensor, list[Any]]] = []
-            for (f, origin, shape), members in stacks.items():
-                n_ch = sum(len(bs) for _, bs, _ in members)
-                # rows outermost, the layout of apply_banded
-                xc = np.empty((shape[0], n_ch, shape[1]), np.float32)
-                c0, placed = 0, []
-                for s, bs, d in members:
-                    xc[:, c0 : c0 + len(bs)] = np.asarray(d).transpose(1, 0, 2)  # the cast
-                    placed.append((s, bs, c0))
-                    c0 += len(bs)
-                coarse.append((f, origin, torch.from_numpy(xc), placed))
-            cache: dict[tuple[object, ...], Any] = {}
+            cache: dict[tuple[object, ...], tuple[np.ndarray, np.ndarray]] = {}
             for v in range(cfg.n_global):
                 targets = [(teacher[v], plan.teacher[v]), (student_g[v], plan.student[v])]
                 box, flip = plan.g_boxes[v], plan.g_flips[v]
-                self._cut(xt, blocks, coarse, cache, k, box, flip, cfg.global_size, targets)
+                self._cut(x, blocks, coarse, cache, k, box, flip, cfg.global_size, targets)
             for v in range(cfg.n_local):
                 targets = [(student_l[v], plan.local[v])]
                 box, flip = plan.l_boxes[v], plan.l_flips[v]
-                self._cut(xt, blocks, coarse, cache, k, box, flip, cfg.local_size, targets)
+                self._cut(x, blocks, coarse, cache, k, box, flip, cfg.local_size, targets)
 
         def views(
             inputs: Sequence[dict[str, torch.Tensor]], draws: Sequence[Sequence[tuple[str, ...]]]
@@ -532,21 +452,23 @@ class BatchMultiCrop:
             views(student_l, [[p.local[v] for p in plans] for v in range(cfg.n_local)]),
         )
 
-    def _write(self, dst: torch.Tensor, s: str, bands: tuple[int, ...], y: torch.Tensor) -> None:
-        """z-score resized ``bands`` of sensor ``s`` (stored units) into ``dst`` (C, S, S)."""
-        a, b, idx = self._band_affine(s, bands)
-        if idx is None:
-            torch.addcmul(b[:, None, None], y, a[:, None, None], out=dst)
-        else:  # band by band: ``y`` may be a strided view (apply_banded)
-            for k, band in enumerate(bands):
-                torch.addcmul(b[k], y[k], a[k], out=dst[band])
+    def _zscore(self, s: str, bands: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(scale, shift, destination channel) of ``bands`` of sensor ``s`` for the CPU kernel."""
+        key = ("cpu", s, bands)
+        got = self._kernel_affine.get(key)
+        if got is None:
+            a, b = self._cpu_affine[s]
+            chan = np.asarray(bands, np.int64)
+            got = (a[chan].astype(np.float32), b[chan].astype(np.float32), chan)
+            self._kernel_affine[key] = got
+        return got
 
     def _cut(
         self,
-        x: torch.Tensor,
+        x: np.ndarray,
         blocks: Sequence[tuple[str, tuple[int, ...], int]],
-        coarse: Sequence[tuple[int, tuple[float, float], torch.Tensor, list[Any]]],
-        cache: dict[tuple[object, ...], Any],
+        coarse: Sequence[tuple[int, tuple[float, float], np.ndarray, str, tuple[int, ...]]],
+        cache: dict[tuple[object, ...], tuple[np.ndarray, np.ndarray]],
         k: int,
         box: Box,
         flip: bool,
@@ -554,49 +476,47 @@ class BatchMultiCrop:
         targets: Sequence[tuple[dict[str, torch.Tensor], tuple[str, ...]]],
     ) -> None:
         """Resize ``box`` of one sample's window and write it, z-scored, into sample ``k`` of
-        each target whose draw uses the sensor (zeros elsewhere). ``x``: the 10 m blocks
-        (stored units; ``blocks`` = (sensor, bands, first channel)); ``coarse``: the native
-        windows resized straight to the view, stacked by geometry ((factor, origin, stored units,
-        [(sensor, bands, first channel)])); ``cache``: their weights."""
-        needed = {s for _, d in targets for s in d}
-        runs: list[list[int]] = []  # blocks adjacent in the window are resized in one call
-        for i, (s, _, _) in enumerate(blocks):
-            if s not in needed:
-                continue
-            if runs and runs[-1][-1] == i - 1:
-                runs[-1].append(i)
-            else:
-                runs.append([i])
+        each target whose draw uses the sensor (zeros elsewhere), with the compiled
+        :func:`~terrafm.data.resize_kernel.resize_into`. ``x``: the 10 m blocks (stored units;
+        ``blocks`` = (sensor, bands, first channel)); ``coarse``: the native windows resized
+        straight to the view ((factor, origin, stored units, sensor, bands)); ``cache``: the
+        taps of each axis, per sample."""
         top, left, h, w = box
-        for run in runs:
-            c0 = blocks[run[0]][2]
-            c1 = blocks[run[-1]][2] + len(blocks[run[-1]][1])
-            y = resize(x[None, c0:c1, top : top + h, left : left + w], size, self.cfg.resample)[0]
-            if flip:
-                y = y.flip(-1)
-            for i in run:
-                s, bs, b0 = blocks[i]
-                ys = y[b0 - c0 : b0 - c0 + len(bs)]
-                for dst, draw in targets:
-                    if s in draw:
-                        self._write(dst[s][k], s, bs, ys)
-        for f, (o_r, o_c), xg, placed in coarse:
-            if not any(s in needed for s, _, _ in placed):
-                continue
-            hn, wn = xg.shape[0], xg.shape[2]
-            kr = ("r", f, hn, o_r, top, h, size)
-            kc = ("c", f, wn, o_c, left, w, size, flip)
-            r = cache.get(kr)
-            if r is None:
-                r = cache[kr] = banded_weights(self.cfg.resample, hn, f, o_r, top, h, size)
-            c = cache.get(kc)
-            if c is None:
-                c = cache[kc] = banded_weights(self.cfg.resample, wn, f, o_c, left, w, size, flip)
-            y = apply_banded(xg, r, c, size)
-            for s, bs, c0 in placed:
-                for dst, draw in targets:
-                    if s in draw:
-                        self._write(dst[s][k], s, bs, y[c0 : c0 + len(bs)])
+        resample = self.cfg.resample
+
+        def taps(
+            axis: str, n_in: int, f: int, origin: float, start: int, count: int
+        ) -> tuple[np.ndarray, np.ndarray]:
+            key = (axis, n_in, f, origin, start, count, size, axis == "c" and flip)
+            got = cache.get(key)
+            if got is None:
+                idx, wts = _composed_taps(resample, n_in, f, origin, start, count, size)
+                if axis == "c" and flip:
+                    idx, wts = idx[::-1], wts[::-1]
+                got = cache[key] = (
+                    np.ascontiguousarray(idx, dtype=np.int64),
+                    np.ascontiguousarray(wts, dtype=np.float32),
+                )
+            return got
+
+        def write(s: str, bands: tuple[int, ...], xs: np.ndarray, rows: Any, cols: Any) -> None:
+            outs = [dst[s][k].numpy() for dst, draw in targets if s in draw]
+            scale, shift, chan = self._zscore(s, bands)
+            for i in range(0, len(outs), 2):
+                second = outs[i + 1] if i + 1 < len(outs) else EMPTY_OUT
+                resize_into(xs, *rows, *cols, scale, shift, chan, outs[i], second)
+
+        needed = {s for _, d in targets for s in d}
+        for s, bs, c0 in blocks:
+            if s in needed:
+                rows = taps("r", x.shape[1], 1, 0.0, top, h)
+                cols = taps("c", x.shape[2], 1, 0.0, left, w)
+                write(s, bs, x[c0 : c0 + len(bs)], rows, cols)
+        for f, (o_r, o_c), xg, s, bs in coarse:
+            if s in needed:
+                rows = taps("r", xg.shape[1], f, o_r, top, h)
+                cols = taps("c", xg.shape[2], f, o_c, left, w)
+                write(s, bs, xg, rows, cols)
         for dst, draw in targets:
             for s in self.sensors:
                 if s not in draw:
@@ -621,7 +541,7 @@ class BatchMultiCrop:
         """Contract-B batch from :func:`terrafm.data.shards.collate_raw`'s output."""
         cfg = self.cfg
         plans: list[ViewPlan] = raw["plans"]
-        if self.resize == "interpolate":  # per sample, from the padded windows
+        if self.resize == "taps":  # per sample, from the padded windows
             n = len(plans)
             teacher_, student_g_, student_l_ = self.cut_samples(
                 [

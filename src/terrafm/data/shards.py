@@ -1169,7 +1169,7 @@ def collate_raw(samples: Sequence[dict[str, Any]], sensors: Sequence[str]) -> di
 def _collate_and_augment(
     samples: Sequence[dict[str, Any]], sensors: Sequence[str], augment: BatchMultiCrop | None
 ) -> dict[str, Any]:
-    if augment is not None and augment.resize == "interpolate":
+    if augment is not None and augment.resize == "taps":
         return augment.from_samples(samples)  # views cut on the CPU, window by window
     raw = collate_raw(samples, sensors)
     return augment(raw) if augment is not None else raw
