@@ -250,10 +250,12 @@ def test_composed_weights_equal_resampling_twice() -> None:
             np.testing.assert_allclose(rebuilt, dense, atol=1e-7)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16, np.int16])
 @pytest.mark.parametrize("resample", ["antialias", "bilinear"])
-def test_resize_kernel_equals_dense_products(resample: str) -> None:
+def test_resize_kernel_equals_dense_products(resample: str, dtype: type) -> None:
     # the compiled CPU kernel against a plain float64 R @ x @ Cᵀ, z-scored, for shrinking and
-    # enlarging views, coarse (composed) and 10 m taps, flips, a channel map and two outputs
+    # enlarging views, coarse (composed) and 10 m taps, flips, a channel map and two outputs;
+    # float windows and the stored integers alike
     rng = np.random.default_rng(2)
     for factor, n_in, start, count, size, flip in (
         (1, 300, 7, 280, 224, False),
@@ -263,7 +265,7 @@ def test_resize_kernel_equals_dense_products(resample: str) -> None:
         (6, 52, 5, 290, 96, False),
     ):
         origin = float(rng.uniform(0, 1)) if factor > 1 else 0.0
-        x = rng.uniform(0, 4000, size=(3, n_in, n_in + 2)).astype(np.float32)
+        x = rng.integers(0, 4000, size=(3, n_in, n_in + 2)).astype(dtype)
         r_idx, r_w = _composed_taps(resample, n_in, factor, origin, start, count, size)
         c_idx, c_w = _composed_taps(resample, n_in + 2, factor, origin, start, count, size)
         if flip:

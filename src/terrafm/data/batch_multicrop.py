@@ -393,44 +393,38 @@ class BatchMultiCrop:
             present = [s for s in self.sensors if s in win]
             oks = {s: np.asarray(valids[k][s]) for s in present}
             height, width = oks[present[0]].shape if present else (0, 0)
-            fine: list[tuple[str, tuple[int, ...], Any]] = []  # 10 m grid: (sensor, bands, data)
-            # windows resized straight from their native pixels: (factor, origin, float32, sensor,
-            # bands), cast once each
-            coarse: list[tuple[int, tuple[float, float], np.ndarray, str, tuple[int, ...]]] = []
+            # every array the views are cut from: (factor, origin, data, sensor, bands). A fully
+            # valid window goes to the kernel as stored (integers: the kernel converts as it
+            # reads); a 10 m window with invalid pixels is cast to float once and gets the
+            # stored value of the sensor mean there; coarse arrays of such a window are first
+            # resampled onto the 10 m window, where the mask lives.
+            arrays: list[tuple[int, tuple[float, float], np.ndarray, str, tuple[int, ...]]] = []
             for s in present:
-                full = bool(oks[s].all())
+                ok = oks[s]
+                full = bool(ok.all())
+                fill = self._fill[s]
                 for gw in self._as_groups(s, win[s]):
-                    if gw.factor == 1:
-                        fine.append((s, gw.bands, gw.data))
-                        continue
-                    xg = np.ascontiguousarray(gw.data, dtype=np.float32)
                     if full:
-                        coarse.append((gw.factor, gw.origin, xg, s, gw.bands))
+                        data = np.ascontiguousarray(gw.data)
+                        arrays.append((gw.factor, gw.origin, data, s, gw.bands))
                         continue
-                    hn, wn = xg.shape[-2:]
-                    ur = upsample_weights(hn, height, gw.factor, gw.origin[0]).astype(np.float32)
-                    uc = upsample_weights(wn, width, gw.factor, gw.origin[1]).astype(np.float32)
-                    fine.append((s, gw.bands, ur @ xg @ uc.T))
-            blocks: list[tuple[str, tuple[int, ...], int]] = []  # (sensor, bands, channel)
-            lo = 0
-            for s, bs, _ in fine:
-                blocks.append((s, bs, lo))
-                lo += len(bs)
-            x = np.empty((lo, height, width), np.float32)
-            for (s, bs, c0), (_, _, d) in zip(blocks, fine):
-                xs = x[c0 : c0 + len(bs)]
-                xs[...] = d  # the cast, once per window
-                if not oks[s].all():
-                    xs[:, ~oks[s]] = self._fill[s][list(bs), None]
+                    xg = np.asarray(gw.data).astype(np.float32)
+                    if gw.factor > 1:
+                        hn, wn = xg.shape[-2:]
+                        ur = upsample_weights(hn, height, gw.factor, gw.origin[0])
+                        uc = upsample_weights(wn, width, gw.factor, gw.origin[1])
+                        xg = ur.astype(np.float32) @ xg @ uc.T.astype(np.float32)
+                    xg[:, ~ok] = fill[list(gw.bands), None]
+                    arrays.append((1, (0.0, 0.0), np.ascontiguousarray(xg), s, gw.bands))
             cache: dict[tuple[object, ...], tuple[np.ndarray, np.ndarray]] = {}
             for v in range(cfg.n_global):
                 targets = [(teacher[v], plan.teacher[v]), (student_g[v], plan.student[v])]
                 box, flip = plan.g_boxes[v], plan.g_flips[v]
-                self._cut(x, blocks, coarse, cache, k, box, flip, cfg.global_size, targets)
+                self._cut(arrays, cache, k, box, flip, cfg.global_size, targets)
             for v in range(cfg.n_local):
                 targets = [(student_l[v], plan.local[v])]
                 box, flip = plan.l_boxes[v], plan.l_flips[v]
-                self._cut(x, blocks, coarse, cache, k, box, flip, cfg.local_size, targets)
+                self._cut(arrays, cache, k, box, flip, cfg.local_size, targets)
 
         def views(
             inputs: Sequence[dict[str, torch.Tensor]], draws: Sequence[Sequence[tuple[str, ...]]]
@@ -465,9 +459,7 @@ class BatchMultiCrop:
 
     def _cut(
         self,
-        x: np.ndarray,
-        blocks: Sequence[tuple[str, tuple[int, ...], int]],
-        coarse: Sequence[tuple[int, tuple[float, float], np.ndarray, str, tuple[int, ...]]],
+        arrays: Sequence[tuple[int, tuple[float, float], np.ndarray, str, tuple[int, ...]]],
         cache: dict[tuple[object, ...], tuple[np.ndarray, np.ndarray]],
         k: int,
         box: Box,
@@ -477,10 +469,10 @@ class BatchMultiCrop:
     ) -> None:
         """Resize ``box`` of one sample's window and write it, z-scored, into sample ``k`` of
         each target whose draw uses the sensor (zeros elsewhere), with the compiled
-        :func:`~terrafm.data.resize_kernel.resize_into`. ``x``: the 10 m blocks (stored units;
-        ``blocks`` = (sensor, bands, first channel)); ``coarse``: the native windows resized
-        straight to the view ((factor, origin, stored units, sensor, bands)); ``cache``: the
-        taps of each axis, per sample."""
+        :func:`~terrafm.data.resize_kernel.resize_into`. ``arrays``: (factor, origin, stored
+        values, sensor, bands), the 10 m arrays with factor 1 (resized with the view's filter),
+        coarser ones straight from their native pixels (the composed map); ``cache``: the taps
+        of each axis, per sample."""
         top, left, h, w = box
         resample = self.cfg.resample
 
@@ -507,12 +499,7 @@ class BatchMultiCrop:
                 resize_into(xs, *rows, *cols, scale, shift, chan, outs[i], second)
 
         needed = {s for _, d in targets for s in d}
-        for s, bs, c0 in blocks:
-            if s in needed:
-                rows = taps("r", x.shape[1], 1, 0.0, top, h)
-                cols = taps("c", x.shape[2], 1, 0.0, left, w)
-                write(s, bs, x[c0 : c0 + len(bs)], rows, cols)
-        for f, (o_r, o_c), xg, s, bs in coarse:
+        for f, (o_r, o_c), xg, s, bs in arrays:
             if s in needed:
                 rows = taps("r", xg.shape[1], f, o_r, top, h)
                 cols = taps("c", xg.shape[2], f, o_c, left, w)

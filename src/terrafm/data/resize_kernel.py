@@ -38,7 +38,7 @@ def _resize_into(
     """``out[chan[c]] = scale[c] * (R @ x[c] @ Cᵀ) + shift[c]`` for every channel ``c``.
 
     Args:
-        x: (C, H, W) float32, C-contiguous.
+        x: (C, H, W), C-contiguous: float32 or the stored integers (converted as read).
         r_idx, r_w: (S_rows, K_r) int64 row indices into ``x`` and float32 weights (R's taps).
         c_idx, c_w: (S_cols, K_c) column taps (C's).
         scale, shift: (C,) float32 per-channel affine map applied to the result.
@@ -63,13 +63,13 @@ def _resize_into(
             src = xc[r_idx[i, 0], lo : lo + width]
             wt = r_w[i, 0]
             for j in range(width):
-                row[j] = wt * src[j]
+                row[j] = wt * np.float32(src[j])
             for k in range(1, k_rows):
                 wt = r_w[i, k]
                 if wt != 0.0:
                     src = xc[r_idx[i, k], lo : lo + width]
                     for j in range(width):
-                        row[j] += wt * src[j]
+                        row[j] += wt * np.float32(src[j])
         for i0 in range(0, s_rows, 16):  # transpose in tiles
             for j0 in range(0, width, 16):
                 for i in range(i0, min(i0 + 16, s_rows)):
