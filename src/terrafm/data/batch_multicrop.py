@@ -368,15 +368,15 @@ class BatchMultiCrop:
         ``windows[b]``: sensor -> the stored integers of sample ``b``'s read window, as
         :class:`GroupWindow` s (one per native resolution) or one (C, h, w) array on the 10 m
         grid; ``valids[b]``: sensor -> (h, w) bool on the 10 m grid (only the sensors its views
-        use). Each window is cast to float once. Bands on the 10 m grid get the stored value of
-        the sensor mean in their invalid pixels and every crop is resized in stored units with
-        :func:`~terrafm.data.multicrop.resize`, the 10 m groups of the sensors a view uses in one
-        call. Coarser bands are resized straight from their native pixels with one matrix per
-        axis (:func:`composed_weights`: the upsampling to 10 m and the view's filter in one),
-        unless the sensor has invalid pixels in the window: those are masked on the 10 m grid,
-        so such a window is first resampled onto it (:func:`upsample_weights`). The z-scoring
-        (an affine map per band, which commutes with resizes whose weights sum to 1) is applied
-        to the resized views only, while they are written into the batch tensors. The views
+        use). Every view is cut by :func:`~terrafm.data.resize_kernel.resize_into` from the
+        taps of each axis: the view's filter for the bands on the 10 m grid, and for coarser
+        bands the upsampling to 10 m and the view's filter in one (:func:`composed_weights`),
+        straight from their native pixels. A fully valid window is read as stored; where a
+        sensor has invalid pixels in the window, its arrays are cast to float, its coarse arrays
+        resampled onto the 10 m window (:func:`upsample_weights`), and the invalid pixels get the
+        stored value of the sensor mean. The z-scoring (an affine map per band, which commutes
+        with resizes whose weights sum to 1) is applied as the kernel writes the views into the
+        batch tensors. The views
         equal :meth:`__call__`'s and the per-sample path's to float rounding (tested).
         """
         cfg, n_batch = self.cfg, len(plans)
