@@ -678,3 +678,10 @@ def test_version_1_store_on_the_10m_grid_is_read_as_is(mt_root: Path, tmp_path: 
         for va, vb in zip(a[key], b[key]):
             for s in SENSORS:
                 assert (va["inputs"][s] - vb["inputs"][s]).abs().max() <= _bound(s, native=False)
+
+
+def test_batch_multicrop_names_its_resize_forms() -> None:
+    assert BatchMultiCrop(VIEWS, SENSORS, ENCODINGS, "cpu").resize == "taps"
+    assert BatchMultiCrop(VIEWS, SENSORS, ENCODINGS, "cpu", resize="matmul").resize == "matmul"
+    with pytest.raises(ValueError, match="'matmul', 'taps' or 'auto'"):
+        BatchMultiCrop(VIEWS, SENSORS, ENCODINGS, "cpu", resize="interpolate")
