@@ -245,9 +245,14 @@ def test_composed_weights_equal_resampling_twice() -> None:
             np.testing.assert_allclose(dense @ x, want, atol=1e-5 * np.abs(x).max())
             # the taps the CPU kernel uses are the same weights (flipped: rows reversed)
             idx, wts = _composed_taps(resample, n_in, factor, origin, start, count, size)
-            rebuilt = np.zeros_like(dense, dtype=np.float64)
-            np.add.at(rebuilt, (np.arange(size)[:, None], idx), wts)
-            np.testing.assert_allclose(rebuilt, dense, atol=1e-7)
+            np.testing.assert_allclose(_dense_from_taps(idx, wts, n_in), dense, atol=1e-7)
+
+
+def _dense_from_taps(idx: np.ndarray, wts: np.ndarray, n_in: int) -> np.ndarray:
+    """(outputs, n_in) float64 matrix of taps (repeated indices summed), the plain reference."""
+    out = np.zeros((idx.shape[0], n_in))
+    np.add.at(out, (np.arange(idx.shape[0])[:, None], idx), wts)
+    return out
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.uint16, np.int16])
@@ -270,36 +275,26 @@ def test_resize_kernel_equals_dense_products(resample: str, dtype: type) -> None
         c_idx, c_w = _composed_taps(resample, n_in + 2, factor, origin, start, count, size)
         if flip:
             c_idx, c_w = c_idx[::-1], c_w[::-1]
-        rows = np.zeros((size, n_in))
-        np.add.at(rows, (np.arange(size)[:, None], r_idx), r_w)
-        cols = np.zeros((size, n_in + 2))
-        np.add.at(cols, (np.arange(size)[:, None], c_idx), c_w)
+        rows, cols = _dense_from_taps(r_idx, r_w, n_in), _dense_from_taps(c_idx, c_w, n_in + 2)
+        taps = (
+            np.ascontiguousarray(r_idx, dtype=np.int64),
+            np.ascontiguousarray(r_w, dtype=np.float32),
+            np.ascontiguousarray(c_idx, dtype=np.int64),
+            np.ascontiguousarray(c_w, dtype=np.float32),
+        )
         scale = np.array([1e-3, 2e-3, 5e-4], np.float32)
         shift = np.array([-1.0, 0.5, 2.0], np.float32)
         chan = np.array([4, 0, 2], np.int64)
         out1 = np.full((5, size, size), np.nan, np.float32)
         out2 = np.full((5, size, size), np.nan, np.float32)
-        resize_into(
-            x,
-            np.ascontiguousarray(r_idx, dtype=np.int64),
-            np.ascontiguousarray(r_w, dtype=np.float32),
-            np.ascontiguousarray(c_idx, dtype=np.int64),
-            np.ascontiguousarray(c_w, dtype=np.float32),
-            scale,
-            shift,
-            chan,
-            out1,
-            out2,
-        )
+        resize_into(x, *taps, scale, shift, chan, out1, out2)
         for c in range(3):
             want = scale[c] * (rows @ x[c].astype(np.float64) @ cols.T) + shift[c]
             np.testing.assert_allclose(out1[chan[c]], want, atol=2e-5, rtol=1e-5)
         np.testing.assert_array_equal(out1, out2)
         assert np.isnan(out1[[1, 3]]).all()  # channels not in the map are left alone
         one = np.zeros((5, size, size), np.float32)
-        r = (np.ascontiguousarray(r_idx, dtype=np.int64), np.ascontiguousarray(r_w, np.float32))
-        c_ = (np.ascontiguousarray(c_idx, dtype=np.int64), np.ascontiguousarray(c_w, np.float32))
-        resize_into(x, *r, *c_, scale, shift, chan, one, EMPTY_OUT)
+        resize_into(x, *taps, scale, shift, chan, one, EMPTY_OUT)
         np.testing.assert_array_equal(one[chan], out1[chan])
 
 

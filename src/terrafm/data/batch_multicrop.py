@@ -13,13 +13,14 @@ plain bilinear, ``MultiCropConfig.resample``) applied to the bands on the 10 m g
 20 m / 60 m bands are bilinearly resampled from their native pixels. For a native array both
 steps are one linear map, :func:`composed_weights` (docs/data.md, "Native resolution"). Two forms:
 
-- ``taps`` (the CPU's): sample by sample, each read window is cast to float once; the 10 m
-  bands' invalid pixels are set to the stored value of the sensor mean; every view is resized by
-  the compiled kernel :func:`terrafm.data.resize_kernel.resize_into` from each axis's taps (the
-  view's filter on the 10 m bands; for the coarse arrays the composed map straight from native
-  pixels, or, where the sensor has invalid pixels in the window, after resampling onto the 10 m
-  window), which z-scores (an affine map per band, commuting with a resize whose weights sum to
-  1) and writes the result straight into the batch tensors, teacher and student at once;
+- ``taps`` (the CPU's): sample by sample, fully valid read windows as stored (integers), a sensor's
+  windows with invalid pixels cast to float once, those pixels set to the stored value of the sensor
+  mean; every view is resized by the compiled kernel :func:`terrafm.data.resize_kernel.resize_into`
+  from each axis's taps (the view's filter on the 10 m bands; for the coarse arrays the composed map
+  straight from native pixels, or, where the sensor has invalid pixels in the window, after
+  resampling onto the 10 m window), which z-scores (an affine map per band, commuting with a resize
+  whose weights sum to 1) and writes the result straight into the batch tensors, teacher and student
+  at once;
 - ``matmul`` (the accelerator's): the windows are z-scored (coarse arrays resampled onto the
   10 m window by one batched product), then each view is resized as one batched product
   ``out = R @ x @ Cᵀ`` with ``R`` (S, H) and ``C`` (S, W) the 1-D weights of the filter
@@ -248,21 +249,11 @@ class BatchMultiCrop:
             a = (enc.scale / std).float().view(1, -1, 1, 1)
             b = ((enc.offset - mean) / std).float().view(1, -1, 1, 1)
             self._affine[s] = (a.to(self.device), b.to(self.device))
-        # CPU path: per-band scale and shift of z-scoring as flat vectors, and the stored value
-        # that z-scores to 0 (the sensor mean), written into invalid pixels before resizing.
-        self._cpu_affine = {
-            s: (a.flatten().cpu().numpy(), b.flatten().cpu().numpy())
-            for s, (a, b) in self._affine.items()
-        }
-        self._fill = {
-            s: (-self._cpu_affine[s][1] / self._cpu_affine[s][0]).astype(np.float32)
-            for s in self.sensors
-        }
+        # CPU path: the stored value that z-scores to 0 (the sensor mean), written into invalid
+        # pixels before resizing.
+        self._fill = {s: (-b / a).flatten().cpu().numpy() for s, (a, b) in self._affine.items()}
         self._sub: dict[
             tuple[str, tuple[int, ...]], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
-        ] = {}
-        self._kernel_affine: dict[
-            tuple[object, ...], tuple[np.ndarray, np.ndarray, np.ndarray]
         ] = {}
 
     def _as_groups(self, sensor: str, win: Any) -> tuple[GroupWindow, ...]:
@@ -447,15 +438,9 @@ class BatchMultiCrop:
         )
 
     def _zscore(self, s: str, bands: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(scale, shift, destination channel) of ``bands`` of sensor ``s`` for the CPU kernel."""
-        key = ("cpu", s, bands)
-        got = self._kernel_affine.get(key)
-        if got is None:
-            a, b = self._cpu_affine[s]
-            chan = np.asarray(bands, np.int64)
-            got = (a[chan].astype(np.float32), b[chan].astype(np.float32), chan)
-            self._kernel_affine[key] = got
-        return got
+        """:meth:`_band_affine` for the CPU kernel: (scale, shift, destination channel) arrays."""
+        a, b, _ = self._band_affine(s, bands)
+        return a.numpy(), b.numpy(), np.asarray(bands, np.int64)
 
     def _cut(
         self,

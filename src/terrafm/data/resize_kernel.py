@@ -1,15 +1,16 @@
 """A compiled separable resize for the CPU view path: taps in, z-scored views out.
 
-The shard loader's CPU path cuts every view of a sample from a float32 read window. PyTorch's
-antialiased float resize walks the taps one pixel at a time and returns a new tensor that must
-then be z-scored into the batch; this kernel instead takes each axis's taps (``(size, K)`` input
-indices and weights, e.g. :func:`terrafm.data.batch_multicrop._composed_taps`) and writes the
-z-scored result straight into one or two destination arrays. Both passes are written as sums of
-whole rows scaled by a tap weight (``y[i, :] += w * x[j, :]``), contiguous in memory, which the
-compiler vectorises; the intermediate is transposed once so the second pass is of the same
-form. Any filter whose taps are given (antialiased or plain bilinear, composed with an
-upsampling from a coarser grid, a horizontal flip as reversed column taps) runs through it.
-Results equal ``R @ x[c] @ Cᵀ`` (dense weights) to float32 rounding (tested).
+The shard loader's CPU path cuts every view of a sample from its read window (the stored integers,
+or float32 where invalid pixels were filled). PyTorch's antialiased float resize walks the taps one
+pixel at a time and returns a new tensor that must then be z-scored into the batch; this kernel
+instead takes each axis's taps (``(size, K)`` input indices and weights, e.g.
+:func:`terrafm.data.batch_multicrop._composed_taps`) and writes the z-scored result straight into
+one or two destination arrays. Both passes are written as sums of whole rows scaled by a tap weight
+(``y[i, :] += w * x[j, :]``), contiguous in memory, which the compiler vectorises; the intermediate
+is transposed once so the second pass is of the same form. Any filter whose taps are given
+(antialiased or plain bilinear, composed with an upsampling from a coarser grid, a horizontal flip
+as reversed column taps) runs through it. Results equal ``R @ x[c] @ Cᵀ`` (dense weights) to float32
+rounding (tested).
 """
 
 from __future__ import annotations
