@@ -13,18 +13,22 @@ runs on the test split instead, once, to report the variants chosen on ``val``.
     .venv/bin/python benchmarks/pretrain_variants.py --out runs/variants \\
         --variants recipe photometric masked_koleo earlier_recipe "mine:optim.lr=1e-3"
 
-A variant is ``name`` (a name of :data:`VARIANTS`) or ``name:key=value,key=value``. Finished
-runs in ``--out`` are reused (same config); results go to ``<out>/variants.json``.
+A variant is ``name`` (a name of :data:`VARIANTS`) or ``name:key=value,key=value``. The names
+of :data:`PATCHED` are investigation switches no config has (``paper_sinkhorn``: Sinkhorn-Knopp
+teacher targets); they run the shipped recipe with that piece of the step swapped. Finished runs
+in ``--out`` are reused (same config and name); results go to ``<out>/variants.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +52,14 @@ VARIANTS: dict[str, list[str]] = {
     "earlier_koleo": [*EARLIER, "loss.koleo_weight=0.1"],
     "earlier_masked_koleo": [*EARLIER, "loss.ibot.enabled=true", "loss.koleo_weight=0.1"],
 }
+# Investigation switches that no config has: the variant's run swaps a piece of the step for the
+# duration of its pretraining. Its overrides are the recipe's, its folder its own name.
+PATCHED: dict[str, str] = {
+    # The CLS teacher's targets from three Sinkhorn-Knopp iterations over the step's teacher
+    # outputs (DINOv2's teacher) instead of the dual-centred softmax; one process only.
+    "paper_sinkhorn": "sinkhorn_teacher",
+}
+VARIANTS.update({name: [] for name in PATCHED})
 ROWS = [  # (key in the evaluation record, label)
     ("s2_l2a/knn_top1_fraction", "kNN 1 % S2"),
     ("s2_l2a/knn_top1_full", "kNN 100 % S2"),
@@ -61,6 +73,44 @@ ROWS = [  # (key in the evaluation record, label)
     ("cross/fused_to_s2_l2a_knn_fraction", "kNN 1 % fused -> S2"),
     ("s2_l2a/rankme_cls", "RankMe CLS S2"),
 ]
+
+
+def sinkhorn_probs(teacher_logits: torch.Tensor, temp: float, iters: int = 3) -> torch.Tensor:
+    """Teacher targets (N, K) whose columns are equalised over the N rows by Sinkhorn-Knopp.
+
+    Each row sums to 1 and, after the last column step, every prototype carries ``N / K`` of the
+    batch's mass: the batch is forced to spread over all prototypes, where centering only nudges it.
+    """
+    x = teacher_logits.float() / temp
+    q = torch.exp(x - x.max()).t()  # (K, N)
+    q = q / q.sum()
+    k, n = q.shape
+    for _ in range(iters):
+        q = q / q.sum(1, keepdim=True) / k
+        q = q / q.sum(0, keepdim=True) / n
+    return (q * n).t()
+
+
+@contextlib.contextmanager
+def patched(name: str) -> Iterator[None]:
+    """Apply the investigation switch of variant ``name`` (if any) while the block runs."""
+    if PATCHED.get(name) != "sinkhorn_teacher":
+        yield
+        return
+    from terrafm.ssl import loss
+
+    plain = loss._DualCentres.teacher_probs
+
+    def teacher_probs(self: Any, teacher_logits: torch.Tensor, temp: float) -> torch.Tensor:
+        if teacher_logits.dim() != 2:  # patch targets (masked patch distillation) unchanged
+            return plain(self, teacher_logits, temp)
+        return sinkhorn_probs(teacher_logits, temp)
+
+    loss._DualCentres.teacher_probs = teacher_probs  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        loss._DualCentres.teacher_probs = plain  # type: ignore[method-assign]
 
 
 def _variant(spec: str) -> tuple[str, list[str]]:
@@ -122,6 +172,33 @@ def _evaluate(model: torch.nn.Module, tasks: Path, preset: Any, seed: int) -> di
     return _flatten(res, _cross_flat(cross_sensor(classifier, preset.probes, seed)))
 
 
+def spread(model: torch.nn.Module, tasks: Path) -> dict[str, float]:
+    """How the backbone CLS spreads the training chips of ``landcover_cls`` (S2 L2A).
+
+    ``mean_cos``: the mean cosine between two different chips; ``top5`` / ``top10``: the share of
+    the centred features' variance in their 5 / 10 largest singular directions; ``rank``: RankMe
+    of the centred features.
+    """
+    from terrafm.eval import load_task
+    from terrafm.eval.features import extract_features
+    from terrafm.eval.metrics import rankme
+
+    ds = load_task("folder", "landcover_cls", tasks).dataset("train", ["s2_l2a"])
+    f = extract_features(model, ds, progress=False).cls[0].double()
+    n = f.shape[0]
+    unit = torch.nn.functional.normalize(f, dim=1)
+    mean_cos = (unit.sum(0).pow(2).sum() - n) / (n * (n - 1))  # off-diagonal mean of unit @ unit.T
+    centred = f - f.mean(0)
+    var = torch.linalg.svdvals(centred).pow(2)
+    share = var.cumsum(0) / var.sum()
+    return {
+        "mean_cos": float(mean_cos),
+        "top5": float(share[4]),
+        "top10": float(share[9]),
+        "rank": rankme(centred),
+    }
+
+
 def _cross_flat(cross: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {f"retrieval_{k}": v for k, v in cross["retrieval"].items()}
     for name, r in cross["missing_sensor"].items():
@@ -143,6 +220,12 @@ def main() -> None:
         default="val",
         help="held-out split to probe on: compare and choose on val; read test once, to report "
         "the variants already chosen (results in variants_test.json)",
+    )
+    ap.add_argument(
+        "--spread",
+        action="store_true",
+        help="train nothing: print how random init and the finished runs of --variants spread "
+        "the training chips (mean cosine, variance in the top directions, centred rank)",
     )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -166,6 +249,24 @@ def main() -> None:
         record_path = args.out / "variants.json"
     else:
         tasks, record_path = world / "tasks", args.out / "variants_test.json"
+    if args.spread:
+        base = build_pretrain_config(preset, world, args.out / "random", args.seed)
+        torch.set_num_threads(1)
+        encoders = {"random init": random_encoder(base)}
+        for name, _ in specs:
+            path = args.out / name / "encoder.safetensors"
+            if not path.is_file():
+                sys.exit(f"{path}: no finished run of variant {name!r}; run it without --spread")
+            encoders[name] = load_model(path).eval()
+        print("| encoder | mean cosine between chips | variance in top 5 / 10 | centred rank |")
+        print("|---|---|---|---|")
+        for name, model in encoders.items():
+            r = spread(model, tasks)
+            print(
+                f"| {name} | {r['mean_cos']:.2f} | {100 * r['top5']:.1f} % / "
+                f"{100 * r['top10']:.2f} % | {r['rank']:.1f} |"
+            )
+        return
     record: dict[str, Any] = json.loads(record_path.read_text()) if record_path.is_file() else {}
     rows = record.setdefault("variants", {})
     base = None
@@ -173,7 +274,8 @@ def main() -> None:
         base = build_pretrain_config(preset, world, args.out / name, args.seed)
         cfg = from_dict(PretrainConfig, apply_overrides(to_dict(base), overrides)).validate()
         t = time.perf_counter()
-        run = run_pretraining(cfg)
+        with patched(name):
+            run = run_pretraining(cfg)
         secs = time.perf_counter() - t
         torch.set_num_threads(1)
         probe = _evaluate(load_model(run.encoder), tasks, preset, args.seed)
