@@ -172,3 +172,40 @@ def test_headline_bolds_the_better_encoder_and_reports_rankme() -> None:
     note = "".join(_rank_note(res))
     assert "CLS 5.6 pretrained vs 14.1 random init" in note and "8.8 vs 44.5" in note
     assert _rank_note({"pretrained": {}, "random": {}}) == []
+
+
+def test_in_short_sorts_every_measured_metric_against_random_init() -> None:
+    from terrafm.quickstart.report import _verdict
+
+    lines = _verdict(
+        {
+            "knn_top1_pretrained": 60.0,  # +10: higher
+            "knn_top1_random": 50.0,
+            "linear_top1_pretrained": 80.0,  # -0.5: level
+            "linear_top1_random": 80.5,
+            "linear_top1_pixels": 85.0,  # the control beats both
+            "miou_pretrained": 30.0,  # -5.5: lower
+            "miou_random": 35.5,
+            "knn_top1_fused_to_s2_pretrained": 49.8,  # a cross-sensor metric counts too
+            "knn_top1_fused_to_s2_random": 39.6,
+            "retrieval_r1_s1_to_s2_pretrained": 1.1,  # chance is not a control
+            "retrieval_r1_s1_to_s2_random": 1.1,
+            "retrieval_chance_r1": 5.0,
+            "knn_top1_full_pretrained": 70.0,  # measured for one encoder only: left out
+        }
+    )
+    text = "\n".join(lines)
+    assert lines[0].startswith("Of 5 measured metrics") and "on 2, level" in lines[0]
+    assert "level (within 1 point) on 2 and lower on 1:" in lines[0]
+    higher = next(x for x in lines if x.startswith("- **higher**"))
+    assert "kNN top-1, 1 % of labels, S2 L2A (+10.0)" in higher
+    assert "trained fused, tested S2 L2A only (+10.2)" in higher
+    assert next(x for x in lines if x.startswith("- **level**")).count("(") == 2
+    assert "segmentation probe mIoU, S2 L2A (-5.5)" in text
+    beaten = next(x for x in lines if x.startswith("- **raw pixels beat both"))
+    assert "linear probe top-1, S2 L2A (85.0 against 80.0 / 80.5)" in beaten
+    assert "retrieval" not in beaten
+    assert "RankMe" in lines[-1]  # a loss comes with the reading of it
+    no_loss = _verdict({"knn_top1_pretrained": 60.0, "knn_top1_random": 50.0})
+    assert not any("RankMe" in x for x in no_loss) and not any("pixels" in x for x in no_loss)
+    assert _verdict({}) == []

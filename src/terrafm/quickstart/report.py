@@ -52,25 +52,42 @@ def _delta(a: Any, b: Any) -> str:
     return "—"
 
 
+# (title, summary key without the encoder suffix, key of the raw-pixel control or of chance)
+HEADLINE_ROWS = (
+    ("kNN top-1, 1 % of labels, S2 L2A", "knn_top1", "knn_top1_pixels"),
+    ("kNN top-1, 100 % of labels, S2 L2A", "knn_top1_full", "knn_top1_full_pixels"),
+    ("linear probe top-1, S2 L2A", "linear_top1", "linear_top1_pixels"),
+    ("segmentation probe mIoU, S2 L2A", "miou", "miou_pixels"),
+    ("kNN top-1, 1 % of labels, S1", "knn_top1_s1", None),
+    ("kNN top-1, 1 % of labels, S1 + S2 L2A fused", "knn_top1_fused", "knn_top1_fused_pixels"),
+    ("kNN top-1, 100 % of labels, S1 + S2 L2A fused", "knn_top1_full_fused",
+     "knn_top1_full_fused_pixels"),
+    ("linear probe top-1, S1 + S2 L2A fused", "linear_top1_fused", "linear_top1_fused_pixels"),
+    ("segmentation probe mIoU, S1 + S2 L2A fused", "miou_fused", "miou_fused_pixels"),
+)  # fmt: skip
+CROSS_ROWS = (
+    ("retrieval recall@1, S1 query -> S2 L2A gallery", "retrieval_r1_s1_to_s2",
+     "retrieval_chance_r1"),
+    ("retrieval recall@5, S1 -> S2 L2A", "retrieval_r5_s1_to_s2", "retrieval_chance_r5"),
+    ("retrieval recall@1, S2 L2A -> S1", "retrieval_r1_s2_to_s1", "retrieval_chance_r1"),
+    ("retrieval recall@5, S2 L2A -> S1", "retrieval_r5_s2_to_s1", "retrieval_chance_r5"),
+    ("kNN top-1, 100 %, trained fused, tested S2 L2A only", "knn_top1_full_fused_to_s2", None),
+    ("kNN top-1, 1 %, trained fused, tested S2 L2A only", "knn_top1_fused_to_s2", None),
+    ("kNN top-1, 100 %, trained fused, tested S1 only", "knn_top1_full_fused_to_s1", None),
+    ("kNN top-1, 1 %, trained fused, tested S1 only", "knn_top1_fused_to_s1", None),
+)  # fmt: skip
+# A difference smaller than this (points) is reported as level: the test split moves single
+# metrics by a few points between seeds (docs/quickstart.md).
+LEVEL_POINTS = 1.0
+
+
 def _headline_table(s: Mapping[str, Any]) -> list[str]:
     """Pretrained vs random init per metric, with the raw-pixel control beside them."""
-    rows = [
-        ("kNN top-1, 1 % of labels, S2 L2A", "knn_top1", "knn_top1_pixels"),
-        ("kNN top-1, 100 % of labels, S2 L2A", "knn_top1_full", "knn_top1_full_pixels"),
-        ("linear probe top-1, S2 L2A", "linear_top1", "linear_top1_pixels"),
-        ("segmentation probe mIoU, S2 L2A", "miou", "miou_pixels"),
-        ("kNN top-1, 1 % of labels, S1", "knn_top1_s1", None),
-        ("kNN top-1, 1 % of labels, S1 + S2 L2A fused", "knn_top1_fused", "knn_top1_fused_pixels"),
-        ("kNN top-1, 100 % of labels, S1 + S2 L2A fused", "knn_top1_full_fused",
-         "knn_top1_full_fused_pixels"),
-        ("linear probe top-1, S1 + S2 L2A fused", "linear_top1_fused", "linear_top1_fused_pixels"),
-        ("segmentation probe mIoU, S1 + S2 L2A fused", "miou_fused", "miou_fused_pixels"),
-    ]  # fmt: skip
     out = [
         "| metric | pretrained | random init | difference | raw pixels (control) |",
         "|---|---|---|---|---|",
     ]
-    for title, key, control in rows:
+    for title, key, control in HEADLINE_ROWS:
         a, b = s.get(f"{key}_pretrained"), s.get(f"{key}_random")
         if a is None and b is None:
             continue
@@ -107,22 +124,11 @@ def _cross_table(s: Mapping[str, Any]) -> list[str]:
     """Cross-sensor retrieval and missing-sensor kNN, pretrained vs random init."""
     if "retrieval_r1_s1_to_s2_pretrained" not in s:
         return []
-    rows = [
-        ("retrieval recall@1, S1 query -> S2 L2A gallery", "retrieval_r1_s1_to_s2",
-         "retrieval_chance_r1"),
-        ("retrieval recall@5, S1 -> S2 L2A", "retrieval_r5_s1_to_s2", "retrieval_chance_r5"),
-        ("retrieval recall@1, S2 L2A -> S1", "retrieval_r1_s2_to_s1", "retrieval_chance_r1"),
-        ("retrieval recall@5, S2 L2A -> S1", "retrieval_r5_s2_to_s1", "retrieval_chance_r5"),
-        ("kNN top-1, 100 %, trained fused, tested S2 L2A only", "knn_top1_full_fused_to_s2", None),
-        ("kNN top-1, 1 %, trained fused, tested S2 L2A only", "knn_top1_fused_to_s2", None),
-        ("kNN top-1, 100 %, trained fused, tested S1 only", "knn_top1_full_fused_to_s1", None),
-        ("kNN top-1, 1 %, trained fused, tested S1 only", "knn_top1_fused_to_s1", None),
-    ]  # fmt: skip
     out = [
         "| metric (test split) | pretrained | random init | difference | chance |",
         "|---|---|---|---|---|",
     ]
-    for title, key, chance in rows:
+    for title, key, chance in CROSS_ROWS:
         a, b = s.get(f"{key}_pretrained"), s.get(f"{key}_random")
         fa, fb = _f(a), _f(b)
         if isinstance(a, (int, float)) and isinstance(b, (int, float)):
@@ -140,6 +146,50 @@ def _cross_table(s: Mapping[str, Any]) -> list[str]:
         "fused S1 + S2 L2A embeddings of the training split, its queries the test chips seen by "
         "one sensor only.",
     ]
+    return out
+
+
+def _verdict(s: Mapping[str, Any]) -> list[str]:
+    """Every measured metric sorted into higher / level / lower than random init, and where the
+    raw-pixel control beats both encoders."""
+    groups: dict[str, list[str]] = {"higher": [], "level": [], "lower": []}
+    beaten: list[str] = []
+    for title, key, control in (*HEADLINE_ROWS, *CROSS_ROWS):
+        a, b = s.get(f"{key}_pretrained"), s.get(f"{key}_random")
+        if not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
+            continue
+        d = a - b
+        side = "level" if abs(d) < LEVEL_POINTS else ("higher" if d > 0 else "lower")
+        groups[side].append(f"{title} ({d:+.1f})")
+        px = s.get(control) if control and control.endswith("_pixels") else None
+        if isinstance(px, (int, float)) and px > max(a, b):
+            beaten.append(f"{title} ({_f(px)} against {_f(a)} / {_f(b)})")
+    if not any(groups.values()):
+        return []
+    n = sum(len(g) for g in groups.values())
+    out = [
+        f"Of {n} measured metrics, pretraining is higher than random init of the same shape on "
+        f"{len(groups['higher'])}, level (within {LEVEL_POINTS:g} point) on "
+        f"{len(groups['level'])} and lower on {len(groups['lower'])}:",
+        "",
+    ]
+    for side in ("higher", "level", "lower"):
+        if groups[side]:
+            out.append(f"- **{side}**: " + "; ".join(groups[side]) + ".")
+    if beaten:
+        out.append("- **raw pixels beat both encoders** (pixels against pretrained / random): "
+                   + "; ".join(beaten) + ".")  # fmt: skip
+    if groups["lower"]:
+        out += [
+            "",
+            "Where pretraining is lower, read it with RankMe below. In the runs measured so far "
+            "a random ViT at initialisation acts close to a random projection of the pixels, "
+            "which a trained read-out (the linear and segmentation probes, kNN with all labels) "
+            "can use in full, while DINO's CLS-only objective, in a run this short, puts the "
+            "CLS embedding into a few directions and loses part of that detail "
+            "(docs/quickstart.md, 'What pretraining buys here, and what it does not': the "
+            "recipe variants tried, and a run four times as long).",
+        ]
     return out
 
 
@@ -251,6 +301,7 @@ def markdown(s: Mapping[str, Any], command: str | None = None) -> str:
         "3. **Evaluation** of the pretrained encoder and a random-init encoder of the same shape "
         "(the pretraining run's initial weights) on the held-out tasks, test split.",
         "",
+        *(["## In short", "", *verdict, ""] if (verdict := _verdict(s)) else []),
         "## Headline",
         "",
         *_headline_table(s),
