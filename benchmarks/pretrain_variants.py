@@ -28,7 +28,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,14 +52,6 @@ VARIANTS: dict[str, list[str]] = {
     "earlier_koleo": [*EARLIER, "loss.koleo_weight=0.1"],
     "earlier_masked_koleo": [*EARLIER, "loss.ibot.enabled=true", "loss.koleo_weight=0.1"],
 }
-# Investigation switches that no config has: the variant's run swaps a piece of the step for the
-# duration of its pretraining. Its overrides are the recipe's, its folder its own name.
-PATCHED: dict[str, str] = {
-    # The CLS teacher's targets from three Sinkhorn-Knopp iterations over the step's teacher
-    # outputs (DINOv2's teacher) instead of the dual-centred softmax; one process only.
-    "paper_sinkhorn": "sinkhorn_teacher",
-}
-VARIANTS.update({name: [] for name in PATCHED})
 ROWS = [  # (key in the evaluation record, label)
     ("s2_l2a/knn_top1_fraction", "kNN 1 % S2"),
     ("s2_l2a/knn_top1_full", "kNN 100 % S2"),
@@ -91,10 +83,21 @@ def sinkhorn_probs(teacher_logits: torch.Tensor, temp: float, iters: int = 3) ->
     return (q * n).t()
 
 
+# Investigation switches that no config has: variant name -> the rule that replaces the CLS
+# teacher's dual-centred softmax, (teacher logits (N, K), temperature) -> targets (N, K), for the
+# duration of the variant's pretraining (one process only). Its overrides are the recipe's, its
+# folder its own name.
+PATCHED: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
+    "paper_sinkhorn": sinkhorn_probs,  # DINOv2's teacher
+}
+VARIANTS.update({name: [] for name in PATCHED})
+
+
 @contextlib.contextmanager
 def patched(name: str) -> Iterator[None]:
     """Apply the investigation switch of variant ``name`` (if any) while the block runs."""
-    if PATCHED.get(name) != "sinkhorn_teacher":
+    targets = PATCHED.get(name)
+    if targets is None:
         yield
         return
     from terrafm.ssl import loss
@@ -104,7 +107,7 @@ def patched(name: str) -> Iterator[None]:
     def teacher_probs(self: Any, teacher_logits: torch.Tensor, temp: float) -> torch.Tensor:
         if teacher_logits.dim() != 2:  # patch targets (masked patch distillation) unchanged
             return plain(self, teacher_logits, temp)
-        return sinkhorn_probs(teacher_logits, temp)
+        return targets(teacher_logits, temp)
 
     loss._DualCentres.teacher_probs = teacher_probs  # type: ignore[method-assign]
     try:

@@ -52,7 +52,7 @@ def _delta(a: Any, b: Any) -> str:
     return "—"
 
 
-# (title, summary key without the encoder suffix, key of the raw-pixel control or of chance)
+# (title, summary key without the encoder suffix, key of the raw-pixel control or None)
 HEADLINE_ROWS = (
     ("kNN top-1, 1 % of labels, S2 L2A", "knn_top1", "knn_top1_pixels"),
     ("kNN top-1, 100 % of labels, S2 L2A", "knn_top1_full", "knn_top1_full_pixels"),
@@ -65,6 +65,7 @@ HEADLINE_ROWS = (
     ("linear probe top-1, S1 + S2 L2A fused", "linear_top1_fused", "linear_top1_fused_pixels"),
     ("segmentation probe mIoU, S1 + S2 L2A fused", "miou_fused", "miou_fused_pixels"),
 )  # fmt: skip
+# (title, summary key without the encoder suffix, key of the chance level or None)
 CROSS_ROWS = (
     ("retrieval recall@1, S1 query -> S2 L2A gallery", "retrieval_r1_s1_to_s2",
      "retrieval_chance_r1"),
@@ -154,14 +155,15 @@ def _verdict(s: Mapping[str, Any]) -> list[str]:
     raw-pixel control beats both encoders."""
     groups: dict[str, list[str]] = {"higher": [], "level": [], "lower": []}
     beaten: list[str] = []
-    for title, key, control in (*HEADLINE_ROWS, *CROSS_ROWS):
+    pixels = {key: control for _, key, control in HEADLINE_ROWS if control}
+    for title, key, _ in (*HEADLINE_ROWS, *CROSS_ROWS):
         a, b = s.get(f"{key}_pretrained"), s.get(f"{key}_random")
         if not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
             continue
         d = a - b
         side = "level" if abs(d) < LEVEL_POINTS else ("higher" if d > 0 else "lower")
         groups[side].append(f"{title} ({d:+.1f})")
-        px = s.get(control) if control and control.endswith("_pixels") else None
+        px = s.get(pixels[key]) if key in pixels else None
         if isinstance(px, (int, float)) and px > max(a, b):
             beaten.append(f"{title} ({_f(px)} against {_f(a)} / {_f(b)})")
     if not any(groups.values()):
